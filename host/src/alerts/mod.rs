@@ -1,0 +1,1 @@
+//! Alert rules, evaluation, grouping and deliveries. Not built yet (a later issue).

@@ -1,0 +1,96 @@
+//! Liveness, readiness and the host's own metrics.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use crate::metrics::index::ExpositionFormat;
+use crate::telemetry::openmetrics_to_text;
+
+/// Liveness answer.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+}
+
+/// One readiness check.
+#[derive(Serialize, ToSchema)]
+pub struct Check {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Readiness answer with per-check detail.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not_ready`.
+    pub status: &'static str,
+    pub checks: BTreeMap<&'static str, Check>,
+}
+
+#[utoipa::path(get, path = "/api/v2/health", tag = "health",
+    responses((status = 200, description = "The process is alive", body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+#[utoipa::path(get, path = "/api/v2/ready", tag = "health",
+    responses(
+        (status = 200, description = "Every check passes", body = Readiness),
+        (status = 503, description = "A check fails", body = Readiness)))]
+pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let database = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => Check {
+            ok: true,
+            error: None,
+        },
+        Ok(Err(e)) => Check {
+            ok: false,
+            error: Some(e.to_string()),
+        },
+        Err(_) => Check {
+            ok: false,
+            error: Some(format!(
+                "{} did not answer within 2s",
+                state.store.backend()
+            )),
+        },
+    };
+    let ok = database.ok;
+    let mut checks = BTreeMap::new();
+    checks.insert("database", database);
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Readiness {
+            status: if ok { "ready" } else { "not_ready" },
+            checks,
+        }),
+    )
+}
+
+#[utoipa::path(get, path = "/api/v2/metrics", tag = "health",
+    responses((status = 200, description = "The host's own metrics, Prometheus text or OpenMetrics by Accept", content_type = "text/plain")))]
+pub async fn own_metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    super::metrics::refresh_gauges(&state);
+    let format =
+        ExpositionFormat::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let om = state.metrics.encode_openmetrics();
+    let body = match format {
+        ExpositionFormat::OpenMetrics => om,
+        ExpositionFormat::Text => openmetrics_to_text(&om),
+    };
+    ([(header::CONTENT_TYPE, format.content_type())], body)
+}

@@ -1,0 +1,157 @@
+//! The HTTP API (axum): the route table, shared state, and the middleware every
+//! request passes (request id, tracing span, bearer-token scopes, own metrics).
+//! Handlers live in one file per resource. Does not own storage or validation.
+
+mod auth;
+mod components;
+pub mod error;
+mod health;
+mod metrics;
+mod openapi;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, Method};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post, MethodRouter};
+use axum::Router;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::components::ComponentDirectory;
+use crate::config::Config;
+use crate::metrics::index::SeriesIndex;
+use crate::metrics::ingest::IngestHandle;
+use crate::store::Store;
+use crate::telemetry::{SelfMetrics, SystemSampler};
+
+pub use metrics::self_report_for;
+pub use openapi::openapi_document;
+
+/// Everything handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub index: Arc<SeriesIndex>,
+    pub ingest: IngestHandle,
+    pub metrics: Arc<SelfMetrics>,
+    pub components: Arc<ComponentDirectory>,
+    pub sampler: Arc<SystemSampler>,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Every API route: method, path (as in the OpenAPI document) and handler.
+pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+    vec![
+        (Method::GET, "/api/v2/health", get(health::health)),
+        (Method::GET, "/api/v2/ready", get(health::ready)),
+        (Method::GET, "/api/v2/metrics", get(health::own_metrics)),
+        (Method::GET, "/api/v2/openapi.json", get(openapi::serve)),
+        (Method::POST, "/api/metrics/report", post(metrics::report)),
+        (
+            Method::POST,
+            "/api/v2/metrics/report",
+            post(metrics::report_v2),
+        ),
+        (Method::GET, "/api/metrics/query", get(metrics::query)),
+        (Method::GET, "/api/v2/metrics/query", get(metrics::query_v2)),
+        (
+            Method::GET,
+            "/api/metrics/prometheus",
+            get(metrics::prometheus),
+        ),
+        (
+            Method::POST,
+            "/api/metrics/self-report",
+            post(metrics::self_report),
+        ),
+        (
+            Method::DELETE,
+            "/api/v2/metrics/series",
+            delete(metrics::delete_series),
+        ),
+        (Method::GET, "/api/v2/components", get(components::list)),
+        (
+            Method::POST,
+            "/api/v2/components",
+            post(components::register),
+        ),
+        (
+            Method::POST,
+            "/api/v2/components/{name}/heartbeat",
+            post(components::heartbeat),
+        ),
+    ]
+}
+
+/// The API router with all middleware.
+pub fn app(state: AppState) -> Router {
+    let mut router: Router<AppState> = Router::new();
+    for (_, path, handler) in route_table() {
+        router = router.route(path, handler);
+    }
+    with_middleware(router.fallback(fallback), state)
+}
+
+/// The scrape-port router: `/metrics` only.
+pub fn metrics_app(state: AppState) -> Router {
+    let router: Router<AppState> = Router::new()
+        .route("/metrics", get(metrics::prometheus))
+        .fallback(fallback);
+    with_middleware(router, state)
+}
+
+fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
+    router
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require_scope))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                        let id = req
+                            .headers()
+                            .get(&REQUEST_ID)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
+                        tracing::info_span!("request", method = %req.method(), uri = %req.uri().path(), request_id = %id)
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+        )
+        .with_state(state)
+}
+
+/// Counts and times every request by route and status.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(req).await;
+    state.metrics.observe_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
+async fn fallback(req: Request) -> error::AppError {
+    error::AppError::NotFound(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+}

@@ -1,0 +1,1 @@
+//! Event log, publisher cursors and delivery. Not built yet (a later issue).

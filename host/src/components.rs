@@ -1,0 +1,88 @@
+//! The runtime registry of components (workers, pools, servers): who is known,
+//! when each was last heard from, and whether it is alive or stale. Persisted in
+//! the store; this module keeps the in-memory view used on the hot path.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::metrics::model::format_ms;
+use crate::store::{Component, Store, StoreError};
+
+/// Known component names and when each was last heard from (ms).
+#[derive(Default)]
+pub struct ComponentDirectory {
+    last_seen: RwLock<HashMap<String, i64>>,
+}
+
+/// A component as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ComponentStatus {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub component_type: String,
+    pub capabilities: Vec<String>,
+    pub capacity: Option<i64>,
+    /// RFC 3339.
+    pub registered_at: String,
+    /// RFC 3339.
+    pub last_heartbeat: String,
+    /// `alive` or `stale`.
+    pub status: &'static str,
+}
+
+impl ComponentDirectory {
+    /// Loads every registered component from the store.
+    pub async fn load(store: &dyn Store) -> Result<Self, StoreError> {
+        let dir = ComponentDirectory::default();
+        {
+            let mut map = dir.last_seen.write();
+            for c in store.list_components().await? {
+                map.insert(c.name, c.last_heartbeat_ms);
+            }
+        }
+        Ok(dir)
+    }
+
+    pub fn is_known(&self, name: &str) -> bool {
+        self.last_seen.read().contains_key(name)
+    }
+
+    /// Records that a component was heard from at `now_ms`.
+    pub fn seen(&self, name: &str, now_ms: i64) {
+        let mut map = self.last_seen.write();
+        match map.get_mut(name) {
+            Some(t) => *t = (*t).max(now_ms),
+            None => {
+                map.insert(name.to_string(), now_ms);
+            }
+        }
+    }
+
+    /// Components heard from within `stale_after` of `now_ms`.
+    pub fn alive(&self, now_ms: i64, stale_after: Duration) -> usize {
+        let limit = stale_after.as_millis() as i64;
+        self.last_seen
+            .read()
+            .values()
+            .filter(|t| now_ms - **t <= limit)
+            .count()
+    }
+}
+
+/// The API view of a stored component at `now_ms`.
+pub fn status_of(c: &Component, now_ms: i64, stale_after: Duration) -> ComponentStatus {
+    let alive = now_ms - c.last_heartbeat_ms <= stale_after.as_millis() as i64;
+    ComponentStatus {
+        name: c.name.clone(),
+        component_type: c.component_type.clone(),
+        capabilities: c.capabilities.clone(),
+        capacity: c.capacity,
+        registered_at: format_ms(c.registered_at_ms),
+        last_heartbeat: format_ms(c.last_heartbeat_ms),
+        status: if alive { "alive" } else { "stale" },
+    }
+}

@@ -1,0 +1,476 @@
+//! The in-memory latest-value index: every live series with its latest value or
+//! aggregate, grouped into metric families. Kept up to date by the ingest writer
+//! after each commit and rebuilt from the store at start; scrapes render from it
+//! and never scan the samples table. Does not persist anything itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::aggregate::{Aggregate, HistogramState, SummaryState};
+use super::model::MetricKind;
+
+/// Identity of a series: component, metric name and canonical label JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SeriesKey {
+    pub component: Arc<str>,
+    pub name: Arc<str>,
+    pub labels: String,
+}
+
+/// What a series currently exports.
+#[derive(Clone, Debug)]
+pub enum SeriesValue {
+    Scalar(f64),
+    Aggregate(Aggregate),
+}
+
+/// One live series.
+#[derive(Clone, Debug)]
+pub struct SeriesEntry {
+    pub key: SeriesKey,
+    /// Escaped `name="value"` pairs, `component` first; empty-safe.
+    pub rendered_labels: String,
+    pub value: SeriesValue,
+    /// Wall-clock time of the last report (ms), for `--series-ttl`.
+    pub updated_ms: i64,
+}
+
+/// A metric family: one name, one type.
+#[derive(Clone, Debug)]
+pub struct Family {
+    pub kind: MetricKind,
+    pub help: String,
+    pub unit: String,
+    pub series: BTreeMap<i64, SeriesEntry>,
+}
+
+#[derive(Default)]
+struct Inner {
+    families: BTreeMap<Arc<str>, Family>,
+    ids: HashMap<SeriesKey, i64>,
+}
+
+/// Exposition formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpositionFormat {
+    /// Prometheus text format 0.0.4.
+    Text,
+    /// OpenMetrics 1.0 text.
+    OpenMetrics,
+}
+
+impl ExpositionFormat {
+    /// Chooses the format from a scraper's `Accept` header.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => ExpositionFormat::OpenMetrics,
+            _ => ExpositionFormat::Text,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ExpositionFormat::Text => "text/plain; version=0.0.4; charset=utf-8",
+            ExpositionFormat::OpenMetrics => {
+                "application/openmetrics-text; version=1.0.0; charset=utf-8"
+            }
+        }
+    }
+}
+
+/// An update the writer applies after a successful commit.
+pub struct SeriesUpdate {
+    pub id: i64,
+    pub key: SeriesKey,
+    pub kind: MetricKind,
+    pub labels: BTreeMap<String, String>,
+    pub help: String,
+    pub unit: String,
+    pub value: SeriesValue,
+    pub updated_ms: i64,
+}
+
+/// The latest-value index, shared by the writer (updates) and scrapes (renders).
+#[derive(Default)]
+pub struct SeriesIndex {
+    inner: RwLock<Inner>,
+}
+
+impl SeriesIndex {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The id of a live series, if known.
+    pub fn id_of(&self, key: &SeriesKey) -> Option<i64> {
+        self.inner.read().ids.get(key).copied()
+    }
+
+    /// Runs `f` with read access to lookups the writer needs in one go.
+    pub fn with_view<R>(&self, f: impl FnOnce(&IndexView<'_>) -> R) -> R {
+        let inner = self.inner.read();
+        f(&IndexView { inner: &inner })
+    }
+
+    /// Applies committed updates.
+    pub fn apply(&self, updates: Vec<SeriesUpdate>) {
+        let mut inner = self.inner.write();
+        for u in updates {
+            let name = u.key.name.clone();
+            inner.ids.insert(u.key.clone(), u.id);
+            let family = inner.families.entry(name).or_insert_with(|| Family {
+                kind: u.kind,
+                help: String::new(),
+                unit: String::new(),
+                series: BTreeMap::new(),
+            });
+            family.kind = u.kind;
+            if !u.help.is_empty() {
+                family.help = u.help;
+            }
+            if !u.unit.is_empty() {
+                family.unit = u.unit;
+            }
+            match family.series.get_mut(&u.id) {
+                Some(entry) => {
+                    entry.value = u.value;
+                    entry.updated_ms = u.updated_ms;
+                }
+                None => {
+                    let rendered_labels = render_labels(&u.key.component, &u.labels);
+                    family.series.insert(
+                        u.id,
+                        SeriesEntry {
+                            key: u.key,
+                            rendered_labels,
+                            value: u.value,
+                            updated_ms: u.updated_ms,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Removes every series of a component; returns how many were live.
+    pub fn remove_component(&self, component: &str) -> usize {
+        self.remove_where(|e| &*e.key.component == component)
+    }
+
+    /// Drops series not updated since `cutoff_ms` from memory.
+    pub fn remove_stale(&self, cutoff_ms: i64) -> usize {
+        self.remove_where(|e| e.updated_ms < cutoff_ms)
+    }
+
+    fn remove_where(&self, pred: impl Fn(&SeriesEntry) -> bool) -> usize {
+        let mut inner = self.inner.write();
+        let Inner { families, ids } = &mut *inner;
+        let mut removed = 0;
+        for family in families.values_mut() {
+            family.series.retain(|_, e| {
+                if pred(e) {
+                    ids.remove(&e.key);
+                    removed += 1;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        families.retain(|_, f| !f.series.is_empty());
+        removed
+    }
+
+    /// Number of series exported at `now_ms` under `ttl_ms` (0 = no expiry).
+    pub fn live_series(&self, now_ms: i64, ttl_ms: i64) -> usize {
+        let inner = self.inner.read();
+        inner
+            .families
+            .values()
+            .flat_map(|f| f.series.values())
+            .filter(|e| is_live(e, now_ms, ttl_ms))
+            .count()
+    }
+
+    /// Renders every live series in the given format (without a trailing `# EOF`).
+    pub fn render(&self, out: &mut String, format: ExpositionFormat, now_ms: i64, ttl_ms: i64) {
+        let inner = self.inner.read();
+        for (name, family) in &inner.families {
+            if !family.series.values().any(|e| is_live(e, now_ms, ttl_ms)) {
+                continue;
+            }
+            render_family(out, name, family, format, now_ms, ttl_ms);
+        }
+    }
+}
+
+/// Read access used by the writer while planning a commit.
+pub struct IndexView<'a> {
+    inner: &'a Inner,
+}
+
+impl IndexView<'_> {
+    pub fn id_of(&self, key: &SeriesKey) -> Option<i64> {
+        self.inner.ids.get(key).copied()
+    }
+
+    pub fn kind_of(&self, name: &str) -> Option<MetricKind> {
+        self.inner.families.get(name).map(|f| f.kind)
+    }
+
+    /// The current aggregate of a live series.
+    pub fn aggregate(&self, name: &str, id: i64) -> Option<Aggregate> {
+        match &self.inner.families.get(name)?.series.get(&id)?.value {
+            SeriesValue::Aggregate(a) => Some(a.clone()),
+            SeriesValue::Scalar(_) => None,
+        }
+    }
+}
+
+fn is_live(e: &SeriesEntry, now_ms: i64, ttl_ms: i64) -> bool {
+    ttl_ms <= 0 || now_ms - e.updated_ms <= ttl_ms
+}
+
+/// Escapes a label value (both formats): backslash, double quote, newline.
+pub fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn escape_help(out: &mut String, help: &str, format: ExpositionFormat) {
+    for c in help.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if format == ExpositionFormat::OpenMetrics => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+/// `component="…"` followed by the reported labels; a reported `component`
+/// label that differs from the reporting component is kept as `exported_component`.
+fn render_labels(component: &str, labels: &BTreeMap<String, String>) -> String {
+    let mut out = String::from("component=\"");
+    escape_label_value(&mut out, component);
+    out.push('"');
+    for (name, value) in labels {
+        if name == "component" {
+            if value == component {
+                continue;
+            }
+            out.push_str(",exported_component=\"");
+        } else {
+            out.push(',');
+            out.push_str(name);
+            out.push_str("=\"");
+        }
+        escape_label_value(&mut out, value);
+        out.push('"');
+    }
+    out
+}
+
+/// Formats a float the way Prometheus parsers accept it.
+pub fn write_value(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v == f64::INFINITY {
+        out.push_str("+Inf");
+    } else if v == f64::NEG_INFINITY {
+        out.push_str("-Inf");
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+fn write_sample(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    labels: &str,
+    extra: Option<(&str, f64)>,
+    value: f64,
+) {
+    out.push_str(name);
+    out.push_str(suffix);
+    out.push('{');
+    out.push_str(labels);
+    if let Some((label, bound)) = extra {
+        out.push(',');
+        out.push_str(label);
+        out.push_str("=\"");
+        write_value(out, bound);
+        out.push('"');
+    }
+    out.push_str("} ");
+    write_value(out, value);
+    out.push('\n');
+}
+
+fn render_family(
+    out: &mut String,
+    name: &str,
+    family: &Family,
+    format: ExpositionFormat,
+    now_ms: i64,
+    ttl_ms: i64,
+) {
+    // OpenMetrics names a counter family without `_total` and its sample with it.
+    let (family_name, counter_suffix) = match (format, family.kind) {
+        (ExpositionFormat::OpenMetrics, MetricKind::Counter) => {
+            (name.strip_suffix("_total").unwrap_or(name), "_total")
+        }
+        _ => (name, ""),
+    };
+    if !family.help.is_empty() {
+        out.push_str("# HELP ");
+        out.push_str(family_name);
+        out.push(' ');
+        escape_help(out, &family.help, format);
+        out.push('\n');
+    }
+    out.push_str("# TYPE ");
+    out.push_str(family_name);
+    out.push(' ');
+    out.push_str(family.kind.as_str());
+    out.push('\n');
+    if format == ExpositionFormat::OpenMetrics
+        && !family.unit.is_empty()
+        && family_name.ends_with(&format!("_{}", family.unit))
+    {
+        out.push_str("# UNIT ");
+        out.push_str(family_name);
+        out.push(' ');
+        out.push_str(&family.unit);
+        out.push('\n');
+    }
+    for entry in family.series.values() {
+        if !is_live(entry, now_ms, ttl_ms) {
+            continue;
+        }
+        let labels = entry.rendered_labels.as_str();
+        match &entry.value {
+            SeriesValue::Scalar(v) => {
+                write_sample(out, family_name, counter_suffix, labels, None, *v)
+            }
+            SeriesValue::Aggregate(Aggregate::Histogram(h)) => {
+                render_histogram(out, family_name, labels, h)
+            }
+            SeriesValue::Aggregate(Aggregate::Summary(s)) => {
+                render_summary(out, family_name, labels, s, now_ms)
+            }
+        }
+    }
+}
+
+fn render_histogram(out: &mut String, name: &str, labels: &str, h: &HistogramState) {
+    for (bound, count) in h.cumulative() {
+        write_sample(
+            out,
+            name,
+            "_bucket",
+            labels,
+            Some(("le", bound)),
+            count as f64,
+        );
+    }
+    write_sample(out, name, "_sum", labels, None, h.sum);
+    write_sample(out, name, "_count", labels, None, h.count as f64);
+}
+
+fn render_summary(out: &mut String, name: &str, labels: &str, s: &SummaryState, now_ms: i64) {
+    for (q, v) in s.quantile_values(now_ms) {
+        write_sample(out, name, "", labels, Some(("quantile", q)), v);
+    }
+    write_sample(out, name, "_sum", labels, None, s.sum);
+    write_sample(out, name, "_count", labels, None, s.count as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(
+        id: i64,
+        component: &str,
+        name: &str,
+        kind: MetricKind,
+        labels: &[(&str, &str)],
+        value: SeriesValue,
+    ) -> SeriesUpdate {
+        let labels: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        SeriesUpdate {
+            id,
+            key: SeriesKey {
+                component: component.into(),
+                name: name.into(),
+                labels: serde_json::to_string(&labels).unwrap(),
+            },
+            kind,
+            labels,
+            help: "Help with \\ and\nnewline".into(),
+            unit: String::new(),
+            value,
+            updated_ms: 1_000,
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped_and_component_comes_first() {
+        let index = SeriesIndex::new();
+        index.apply(vec![update(
+            1,
+            "w1",
+            "jobs_total",
+            MetricKind::Counter,
+            &[("path", "a\"b\\c\nd"), ("component", "other")],
+            SeriesValue::Scalar(3.0),
+        )]);
+        let mut text = String::new();
+        index.render(&mut text, ExpositionFormat::Text, 1_000, 0);
+        assert!(
+            text.contains("# HELP jobs_total Help with \\\\ and\\nnewline\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("jobs_total{component=\"w1\",exported_component=\"other\",path=\"a\\\"b\\\\c\\nd\"} 3\n"),
+            "{text}"
+        );
+        let mut om = String::new();
+        index.render(&mut om, ExpositionFormat::OpenMetrics, 1_000, 0);
+        assert!(om.contains("# TYPE jobs counter\n"), "{om}");
+        assert!(om.contains("jobs_total{component=\"w1\""), "{om}");
+    }
+
+    #[test]
+    fn expired_series_leave_the_export_but_stay_in_the_index() {
+        let index = SeriesIndex::new();
+        index.apply(vec![update(
+            1,
+            "w1",
+            "g",
+            MetricKind::Gauge,
+            &[],
+            SeriesValue::Scalar(1.0),
+        )]);
+        let mut text = String::new();
+        index.render(&mut text, ExpositionFormat::Text, 10_000, 5_000);
+        assert!(text.is_empty(), "{text}");
+        assert_eq!(index.live_series(10_000, 0), 1);
+        assert_eq!(index.remove_stale(2_000), 1);
+        assert_eq!(index.live_series(10_000, 0), 0);
+    }
+}

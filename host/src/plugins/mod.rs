@@ -1,0 +1,1 @@
+//! The wasmtime plugin runtime. Not built yet (a later issue).

@@ -1,0 +1,245 @@
+//! Start-up and shutdown: opens the store, rebuilds in-memory state, binds the
+//! listeners, runs background work (retention, self-report) and stops cleanly
+//! on SIGTERM/SIGINT: stop accepting, finish in-flight requests and pending
+//! writes, then return.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, AppState};
+use crate::components::ComponentDirectory;
+use crate::config::Config;
+use crate::metrics::index::SeriesIndex;
+use crate::metrics::ingest::{rebuild_index, spawn_writer};
+use crate::store::{self, redact_url};
+use crate::telemetry::{SelfMetrics, SystemSampler};
+
+/// Samples deleted per retention statement.
+const RETENTION_BATCH: u32 = 10_000;
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("creating data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("opening {url}: {source}")]
+    Store {
+        url: String,
+        source: store::StoreError,
+    },
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+fn ensure_sqlite_dir(url: &str) -> Result<(), StartError> {
+    let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return Ok(());
+    };
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(|source| StartError::DataDir {
+            path: parent.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Runs the server until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    ensure_sqlite_dir(&config.database_url)?;
+    let url = redact_url(&config.database_url);
+    let store = store::open(&config.database_url)
+        .await
+        .map_err(|source| StartError::Store {
+            url: url.clone(),
+            source,
+        })?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let index = Arc::new(SeriesIndex::new());
+    let rebuilt = rebuild_index(store.as_ref(), &index, now)
+        .await
+        .map_err(|source| StartError::Store {
+            url: url.clone(),
+            source,
+        })?;
+    let components = Arc::new(ComponentDirectory::load(store.as_ref()).await.map_err(
+        |source| StartError::Store {
+            url: url.clone(),
+            source,
+        },
+    )?);
+    tracing::info!(database = %url, backend = store.backend(), series = rebuilt, "store opened");
+
+    let metrics = Arc::new(SelfMetrics::new());
+    let (ingest, writer) = spawn_writer(store.clone(), index.clone(), metrics.clone());
+    let config = Arc::new(config);
+    let state = AppState {
+        config: config.clone(),
+        store,
+        index,
+        ingest,
+        metrics,
+        components,
+        sampler: Arc::new(SystemSampler::default()),
+    };
+
+    let api_listener = bind(config.listen).await?;
+    let api_addr = api_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(api = %api_addr, metrics = %metrics_addr, auth = config.auth_enabled(), "listening");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutdown requested: no new connections, finishing in-flight work");
+        let _ = stop_tx.send(true);
+    });
+
+    let mut background: Vec<JoinHandle<()>> =
+        vec![tokio::spawn(retention_loop(state.clone(), stop_rx.clone()))];
+    if !config.self_report_interval.is_zero() {
+        background.push(tokio::spawn(self_report_loop(
+            state.clone(),
+            stop_rx.clone(),
+        )));
+    }
+
+    let mut servers = Vec::new();
+    servers.push(tokio::spawn(serve(
+        api_listener,
+        api::app(state.clone()),
+        stop_rx.clone(),
+    )));
+    if let Some(listener) = metrics_listener {
+        servers.push(tokio::spawn(serve(
+            listener,
+            api::metrics_app(state.clone()),
+            stop_rx.clone(),
+        )));
+    }
+    drop(state);
+    for server in servers {
+        let _ = server.await;
+    }
+    for task in background {
+        let _ = task.await;
+    }
+    // Every ingest handle is gone now: the writer drains its queue and stops.
+    let _ = writer.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn serve(listener: TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) {
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "server failed");
+    }
+}
+
+/// Deletes samples older than the retention in bounded batches.
+async fn retention_loop(state: AppState, mut stop: watch::Receiver<bool>) {
+    let every =
+        (state.config.retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let cutoff =
+            chrono::Utc::now().timestamp_millis() - state.config.retention.as_millis() as i64;
+        let mut total = 0;
+        loop {
+            match state
+                .store
+                .delete_samples_before(cutoff, RETENTION_BATCH)
+                .await
+            {
+                Ok(n) => {
+                    total += n;
+                    if n < u64::from(RETENTION_BATCH) || *stop.borrow() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention delete failed; retrying next round");
+                    break;
+                }
+            }
+        }
+        if total > 0 {
+            tracing::info!(deleted = total, "retention removed old samples");
+        }
+        let ttl = state.config.series_ttl.as_millis() as i64;
+        if ttl > 0 {
+            // Series gone from the export for a whole TTL more leave memory too.
+            state
+                .index
+                .remove_stale(chrono::Utc::now().timestamp_millis() - 2 * ttl);
+        }
+    }
+}
+
+/// Reports the host's own CPU, memory and RSS on a timer.
+async fn self_report_loop(state: AppState, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(state.config.self_report_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let report = api::self_report_for(&state, &state.config.self_report_component).await;
+        if let Err(e) = state.ingest.submit(report).await {
+            tracing::warn!(error = %e, "timed self-report failed");
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Storage: one small [`Store`] trait and two sqlx implementations, SQLite (the
+//! embedded default) and PostgreSQL. Owns the schema (migrations under
+//! `migrations/`), the append-only samples log, series, components and
+//! retention deletes. Does not know HTTP, validation or exposition.
+
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use crate::metrics::model::MetricKind;
+
+/// Storage failures. Every message names what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{context}: {source}")]
+    Database {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("applying migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Adds context to sqlx errors.
+pub(crate) trait Context<T> {
+    fn context(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> Context<T> for Result<T, sqlx::Error> {
+    fn context(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Database { context, source })
+    }
+}
+
+/// A series as stored.
+#[derive(Clone, Debug)]
+pub struct StoredSeries {
+    pub id: i64,
+    pub component: String,
+    pub metric_name: String,
+    pub kind: MetricKind,
+    /// Canonical JSON object of the labels (sorted keys).
+    pub labels: String,
+    pub help: String,
+    pub unit: String,
+    /// Aggregate checkpoint (JSON) for histograms and summaries.
+    pub state: Option<String>,
+}
+
+/// A series the writer creates (or revives) in this commit.
+#[derive(Clone, Debug)]
+pub struct NewSeries {
+    pub component: String,
+    pub metric_name: String,
+    pub kind: MetricKind,
+    pub labels: String,
+    pub help: String,
+    pub unit: String,
+}
+
+/// Which series a sample belongs to: a known id or an entry of `new_series`.
+#[derive(Clone, Copy, Debug)]
+pub enum SeriesRef {
+    Known(i64),
+    New(usize),
+}
+
+/// One sample to append to the log.
+#[derive(Clone, Copy, Debug)]
+pub struct SampleRow {
+    pub series: SeriesRef,
+    pub ts_ms: i64,
+    pub value: f64,
+}
+
+/// A component seen in a report: registered if new, last seen refreshed.
+#[derive(Clone, Debug)]
+pub struct ComponentTouch {
+    pub name: String,
+    pub component_type: String,
+    pub now_ms: i64,
+}
+
+/// Everything one group commit writes, atomically.
+#[derive(Debug, Default)]
+pub struct WriteBatch {
+    pub new_series: Vec<NewSeries>,
+    pub samples: Vec<SampleRow>,
+    /// Aggregate checkpoints for histogram/summary series touched by this batch.
+    pub states: Vec<(SeriesRef, String)>,
+    pub components: Vec<ComponentTouch>,
+}
+
+/// Latest sample of a series.
+#[derive(Clone, Copy, Debug)]
+pub struct LatestSample {
+    pub series_id: i64,
+    pub ts_ms: i64,
+    pub value: f64,
+}
+
+/// A sample as returned by queries.
+#[derive(Clone, Debug)]
+pub struct StoredSample {
+    pub seq: i64,
+    pub series_id: i64,
+    pub ts_ms: i64,
+    pub value: f64,
+}
+
+/// Sample query after series matching has been resolved to ids.
+#[derive(Clone, Debug, Default)]
+pub struct SampleQuery {
+    /// `None`: every series.
+    pub series_ids: Option<Vec<i64>>,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub after_seq: i64,
+    pub limit: u32,
+}
+
+/// A registered component.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Component {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub component_type: String,
+    pub capabilities: Vec<String>,
+    pub capacity: Option<i64>,
+    #[serde(skip)]
+    pub registered_at_ms: i64,
+    #[serde(skip)]
+    pub last_heartbeat_ms: i64,
+}
+
+/// The storage operations Vigil needs; implemented for SQLite and PostgreSQL.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// A cheap round trip, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Writes a batch in one transaction; returns the ids of `new_series` in order.
+    async fn commit(&self, batch: &WriteBatch) -> Result<Vec<i64>, StoreError>;
+    /// Every series not deleted.
+    async fn load_series(&self) -> Result<Vec<StoredSeries>, StoreError>;
+    /// The latest sample of every series (by sequence).
+    async fn load_latest(&self) -> Result<Vec<LatestSample>, StoreError>;
+    /// Samples of the given series at or after `since_ms`, in sequence order.
+    async fn load_since(
+        &self,
+        series_ids: &[i64],
+        since_ms: i64,
+    ) -> Result<Vec<StoredSample>, StoreError>;
+    /// Series, deleted ones included, filtered by component, name and/or ids.
+    async fn find_series(
+        &self,
+        component: Option<&str>,
+        metric_name: Option<&str>,
+        ids: Option<&[i64]>,
+    ) -> Result<Vec<StoredSeries>, StoreError>;
+    /// Samples matching a query, in sequence order.
+    async fn query_samples(&self, query: &SampleQuery) -> Result<Vec<StoredSample>, StoreError>;
+    /// Marks a component's series deleted; returns how many.
+    async fn delete_series_of(&self, component: &str) -> Result<u64, StoreError>;
+    /// Deletes up to `limit` samples older than `before_ms`; returns how many.
+    async fn delete_samples_before(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError>;
+    /// Registers or updates a component (type, capabilities, capacity, heartbeat).
+    async fn register_component(&self, component: &Component) -> Result<(), StoreError>;
+    /// Records a heartbeat; `None` when the component is unknown.
+    async fn heartbeat(&self, name: &str, now_ms: i64) -> Result<Option<Component>, StoreError>;
+    async fn list_components(&self) -> Result<Vec<Component>, StoreError>;
+}
+
+/// Opens the store named by a database URL and applies migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::Setup(format!(
+            "unsupported database URL `{}`: use sqlite://PATH or postgres://…",
+            redact_url(url)
+        )))
+    }
+}
+
+/// A database URL with any password replaced, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub(crate) fn parse_kind(s: &str) -> MetricKind {
+    MetricKind::parse(s).unwrap_or(MetricKind::Gauge)
+}
+
+pub(crate) fn parse_capabilities(s: &str) -> Vec<String> {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_appear_in_redacted_urls() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

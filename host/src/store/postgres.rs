@@ -1,0 +1,313 @@
+//! PostgreSQL backend: for production and for several replicas sharing one database.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+
+use super::{
+    parse_capabilities, parse_kind, Component, Context, LatestSample, SampleQuery, SeriesRef,
+    Store, StoreError, StoredSample, StoredSeries, WriteBatch,
+};
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and applies migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(3))
+            .test_before_acquire(true)
+            .connect(url)
+            .await
+            .context("connecting to PostgreSQL")?;
+        sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+fn resolve(series: SeriesRef, ids: &[i64]) -> i64 {
+    match series {
+        SeriesRef::Known(id) => id,
+        SeriesRef::New(i) => ids[i],
+    }
+}
+
+fn component_from_row(row: &PgRow) -> Component {
+    Component {
+        name: row.get("name"),
+        component_type: row.get("component_type"),
+        capabilities: parse_capabilities(row.get::<&str, _>("capabilities")),
+        capacity: row.get("capacity"),
+        registered_at_ms: row.get("registered_at"),
+        last_heartbeat_ms: row.get("last_heartbeat"),
+    }
+}
+
+fn series_from_row(r: &PgRow) -> StoredSeries {
+    StoredSeries {
+        id: r.get("id"),
+        component: r.get("component"),
+        metric_name: r.get("metric_name"),
+        kind: parse_kind(r.get::<&str, _>("metric_type")),
+        labels: r.get("labels"),
+        help: r.get("help_text"),
+        unit: r.get("unit"),
+        state: r.get("state"),
+    }
+}
+
+fn sample_from_row(r: &PgRow) -> StoredSample {
+    StoredSample {
+        seq: r.get("seq"),
+        series_id: r.get("series_id"),
+        ts_ms: r.get("ts"),
+        value: r.get("value"),
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .context("pinging PostgreSQL")?;
+        Ok(())
+    }
+
+    async fn commit(&self, batch: &WriteBatch) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.pool.begin().await.context("beginning a write")?;
+        let mut ids = Vec::with_capacity(batch.new_series.len());
+        for s in &batch.new_series {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO series (component, metric_name, metric_type, labels, help_text, unit)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (component, metric_name, labels) DO UPDATE SET
+                   deleted = FALSE, metric_type = EXCLUDED.metric_type,
+                   help_text = EXCLUDED.help_text, unit = EXCLUDED.unit, state = NULL
+                 RETURNING id",
+            )
+            .bind(&s.component)
+            .bind(&s.metric_name)
+            .bind(s.kind.as_str())
+            .bind(&s.labels)
+            .bind(&s.help)
+            .bind(&s.unit)
+            .fetch_one(&mut *tx)
+            .await
+            .context("creating a series")?;
+            ids.push(id);
+        }
+        let n = batch.samples.len();
+        let (mut series, mut ts, mut values) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for row in &batch.samples {
+            series.push(resolve(row.series, &ids));
+            ts.push(row.ts_ms);
+            values.push(row.value);
+        }
+        if n > 0 {
+            sqlx::query(
+                "INSERT INTO samples (series_id, ts, value)
+                 SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::float8[])",
+            )
+            .bind(&series)
+            .bind(&ts)
+            .bind(&values)
+            .execute(&mut *tx)
+            .await
+            .context("appending samples")?;
+        }
+        for (s, state) in &batch.states {
+            sqlx::query("UPDATE series SET state = $1 WHERE id = $2")
+                .bind(state)
+                .bind(resolve(*s, &ids))
+                .execute(&mut *tx)
+                .await
+                .context("checkpointing an aggregate")?;
+        }
+        for c in &batch.components {
+            sqlx::query(
+                "INSERT INTO components (name, component_type, registered_at, last_heartbeat)
+                 VALUES ($1, $2, $3, $3)
+                 ON CONFLICT (name) DO UPDATE SET last_heartbeat = EXCLUDED.last_heartbeat",
+            )
+            .bind(&c.name)
+            .bind(&c.component_type)
+            .bind(c.now_ms)
+            .execute(&mut *tx)
+            .await
+            .context("recording a component")?;
+        }
+        tx.commit().await.context("committing a write")?;
+        Ok(ids)
+    }
+
+    async fn load_series(&self) -> Result<Vec<StoredSeries>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, component, metric_name, metric_type, labels, help_text, unit, state
+             FROM series WHERE NOT deleted ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("loading series")?;
+        Ok(rows.iter().map(series_from_row).collect())
+    }
+
+    async fn load_latest(&self) -> Result<Vec<LatestSample>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT ON (series_id) series_id, ts, value FROM samples
+             ORDER BY series_id, seq DESC",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("loading latest samples")?;
+        Ok(rows
+            .iter()
+            .map(|r| LatestSample {
+                series_id: r.get("series_id"),
+                ts_ms: r.get("ts"),
+                value: r.get("value"),
+            })
+            .collect())
+    }
+
+    async fn load_since(
+        &self,
+        series_ids: &[i64],
+        since_ms: i64,
+    ) -> Result<Vec<StoredSample>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, series_id, ts, value FROM samples
+             WHERE series_id = ANY($1) AND ts >= $2 ORDER BY seq",
+        )
+        .bind(series_ids)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await
+        .context("loading recent samples")?;
+        Ok(rows.iter().map(sample_from_row).collect())
+    }
+
+    async fn find_series(
+        &self,
+        component: Option<&str>,
+        metric_name: Option<&str>,
+        ids: Option<&[i64]>,
+    ) -> Result<Vec<StoredSeries>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, component, metric_name, metric_type, labels, help_text, unit, state
+             FROM series
+             WHERE ($1::text IS NULL OR component = $1) AND ($2::text IS NULL OR metric_name = $2)
+               AND ($3::int8[] IS NULL OR id = ANY($3))
+             ORDER BY id",
+        )
+        .bind(component)
+        .bind(metric_name)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await
+        .context("finding series")?;
+        Ok(rows.iter().map(series_from_row).collect())
+    }
+
+    async fn query_samples(&self, q: &SampleQuery) -> Result<Vec<StoredSample>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, series_id, ts, value FROM samples
+             WHERE seq > $1
+               AND ($2::int8[] IS NULL OR series_id = ANY($2))
+               AND ($3::int8 IS NULL OR ts >= $3)
+               AND ($4::int8 IS NULL OR ts < $4)
+             ORDER BY seq LIMIT $5",
+        )
+        .bind(q.after_seq)
+        .bind(q.series_ids.as_deref())
+        .bind(q.start_ms)
+        .bind(q.end_ms)
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await
+        .context("querying samples")?;
+        Ok(rows.iter().map(sample_from_row).collect())
+    }
+
+    async fn delete_series_of(&self, component: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE series SET deleted = TRUE, state = NULL WHERE component = $1 AND NOT deleted",
+        )
+        .bind(component)
+        .execute(&self.pool)
+        .await
+        .context("deleting series")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_samples_before(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM samples WHERE seq IN (SELECT seq FROM samples WHERE ts < $1 LIMIT $2)",
+        )
+        .bind(before_ms)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .context("deleting expired samples")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn register_component(&self, c: &Component) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO components (name, component_type, capabilities, capacity, registered_at, last_heartbeat)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (name) DO UPDATE SET component_type = EXCLUDED.component_type,
+               capabilities = EXCLUDED.capabilities, capacity = EXCLUDED.capacity,
+               last_heartbeat = EXCLUDED.last_heartbeat",
+        )
+        .bind(&c.name)
+        .bind(&c.component_type)
+        .bind(serde_json::to_string(&c.capabilities).unwrap_or_else(|_| "[]".into()))
+        .bind(c.capacity)
+        .bind(c.registered_at_ms)
+        .bind(c.last_heartbeat_ms)
+        .execute(&self.pool)
+        .await
+        .context("registering a component")?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self, name: &str, now_ms: i64) -> Result<Option<Component>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE components SET last_heartbeat = $1 WHERE name = $2
+             RETURNING name, component_type, capabilities, capacity, registered_at, last_heartbeat",
+        )
+        .bind(now_ms)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .context("recording a heartbeat")?;
+        Ok(row.as_ref().map(component_from_row))
+    }
+
+    async fn list_components(&self) -> Result<Vec<Component>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, component_type, capabilities, capacity, registered_at, last_heartbeat
+             FROM components ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("listing components")?;
+        Ok(rows.iter().map(component_from_row).collect())
+    }
+}

@@ -1,0 +1,352 @@
+//! SQLite backend: the embedded default, WAL mode, one file at `<data-dir>/vigil.db`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{
+    parse_capabilities, parse_kind, Component, Context, LatestSample, SampleQuery, SampleRow,
+    SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
+};
+
+/// Sample rows per multi-row INSERT, largest first; every size is a cached statement.
+const CHUNKS: [usize; 4] = [256, 32, 4, 1];
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file and applies migrations.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .context("parsing the SQLite URL")?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .context("opening the SQLite database")?;
+        sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    fn insert_sql(rows: usize) -> String {
+        let mut sql = String::from("INSERT INTO samples (series_id, ts, value) VALUES ");
+        for i in 0..rows {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?,?,?)");
+        }
+        sql
+    }
+}
+
+fn resolve(series: SeriesRef, ids: &[i64]) -> i64 {
+    match series {
+        SeriesRef::Known(id) => id,
+        SeriesRef::New(i) => ids[i],
+    }
+}
+
+async fn insert_samples(
+    tx: &mut Transaction<'_, Sqlite>,
+    rows: &[SampleRow],
+    ids: &[i64],
+) -> Result<(), StoreError> {
+    let mut rest = rows;
+    for size in CHUNKS {
+        let sql = SqliteStore::insert_sql(size);
+        while rest.len() >= size {
+            let (chunk, tail) = rest.split_at(size);
+            let mut q = sqlx::query(&sql);
+            for row in chunk {
+                q = q
+                    .bind(resolve(row.series, ids))
+                    .bind(row.ts_ms)
+                    .bind(row.value);
+            }
+            q.execute(&mut **tx).await.context("appending samples")?;
+            rest = tail;
+        }
+    }
+    Ok(())
+}
+
+fn ids_json(ids: &[i64]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
+}
+
+fn component_from_row(row: &sqlx::sqlite::SqliteRow) -> Component {
+    Component {
+        name: row.get("name"),
+        component_type: row.get("component_type"),
+        capabilities: parse_capabilities(row.get::<&str, _>("capabilities")),
+        capacity: row.get("capacity"),
+        registered_at_ms: row.get("registered_at"),
+        last_heartbeat_ms: row.get("last_heartbeat"),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .context("pinging SQLite")?;
+        Ok(())
+    }
+
+    async fn commit(&self, batch: &WriteBatch) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.pool.begin().await.context("beginning a write")?;
+        let mut ids = Vec::with_capacity(batch.new_series.len());
+        for s in &batch.new_series {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO series (component, metric_name, metric_type, labels, help_text, unit)
+                 VALUES (?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (component, metric_name, labels) DO UPDATE SET
+                   deleted = 0, metric_type = excluded.metric_type,
+                   help_text = excluded.help_text, unit = excluded.unit, state = NULL
+                 RETURNING id",
+            )
+            .bind(&s.component)
+            .bind(&s.metric_name)
+            .bind(s.kind.as_str())
+            .bind(&s.labels)
+            .bind(&s.help)
+            .bind(&s.unit)
+            .fetch_one(&mut *tx)
+            .await
+            .context("creating a series")?;
+            ids.push(id);
+        }
+        insert_samples(&mut tx, &batch.samples, &ids).await?;
+        for (series, state) in &batch.states {
+            sqlx::query("UPDATE series SET state = ? WHERE id = ?")
+                .bind(state)
+                .bind(resolve(*series, &ids))
+                .execute(&mut *tx)
+                .await
+                .context("checkpointing an aggregate")?;
+        }
+        for c in &batch.components {
+            sqlx::query(
+                "INSERT INTO components (name, component_type, registered_at, last_heartbeat)
+                 VALUES (?, ?, ?, ?)
+                 ON CONFLICT (name) DO UPDATE SET last_heartbeat = excluded.last_heartbeat",
+            )
+            .bind(&c.name)
+            .bind(&c.component_type)
+            .bind(c.now_ms)
+            .bind(c.now_ms)
+            .execute(&mut *tx)
+            .await
+            .context("recording a component")?;
+        }
+        tx.commit().await.context("committing a write")?;
+        Ok(ids)
+    }
+
+    async fn load_series(&self) -> Result<Vec<StoredSeries>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, component, metric_name, metric_type, labels, help_text, unit, state
+             FROM series WHERE deleted = 0 ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("loading series")?;
+        Ok(rows.iter().map(series_from_row).collect())
+    }
+
+    async fn load_latest(&self) -> Result<Vec<LatestSample>, StoreError> {
+        // SQLite returns the other columns from the row holding MAX(seq).
+        let rows = sqlx::query(
+            "SELECT series_id, ts, value, MAX(seq) AS seq FROM samples GROUP BY series_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("loading latest samples")?;
+        Ok(rows
+            .iter()
+            .map(|r| LatestSample {
+                series_id: r.get("series_id"),
+                ts_ms: r.get("ts"),
+                value: r.get("value"),
+            })
+            .collect())
+    }
+
+    async fn load_since(
+        &self,
+        series_ids: &[i64],
+        since_ms: i64,
+    ) -> Result<Vec<StoredSample>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, series_id, ts, value FROM samples
+             WHERE series_id IN (SELECT value FROM json_each(?)) AND ts >= ? ORDER BY seq",
+        )
+        .bind(ids_json(series_ids))
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await
+        .context("loading recent samples")?;
+        Ok(rows.iter().map(sample_from_row).collect())
+    }
+
+    async fn find_series(
+        &self,
+        component: Option<&str>,
+        metric_name: Option<&str>,
+        ids: Option<&[i64]>,
+    ) -> Result<Vec<StoredSeries>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, component, metric_name, metric_type, labels, help_text, unit, state
+             FROM series
+             WHERE (?1 IS NULL OR component = ?1) AND (?2 IS NULL OR metric_name = ?2)
+               AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3)))
+             ORDER BY id",
+        )
+        .bind(component)
+        .bind(metric_name)
+        .bind(ids.map(ids_json))
+        .fetch_all(&self.pool)
+        .await
+        .context("finding series")?;
+        Ok(rows.iter().map(series_from_row).collect())
+    }
+
+    async fn query_samples(&self, q: &SampleQuery) -> Result<Vec<StoredSample>, StoreError> {
+        let mut sql = String::from("SELECT seq, series_id, ts, value FROM samples WHERE seq > ?");
+        if q.series_ids.is_some() {
+            sql.push_str(" AND series_id IN (SELECT value FROM json_each(?))");
+        }
+        if q.start_ms.is_some() {
+            sql.push_str(" AND ts >= ?");
+        }
+        if q.end_ms.is_some() {
+            sql.push_str(" AND ts < ?");
+        }
+        sql.push_str(" ORDER BY seq LIMIT ?");
+        let mut query = sqlx::query(&sql).bind(q.after_seq);
+        if let Some(ids) = &q.series_ids {
+            query = query.bind(ids_json(ids));
+        }
+        if let Some(start) = q.start_ms {
+            query = query.bind(start);
+        }
+        if let Some(end) = q.end_ms {
+            query = query.bind(end);
+        }
+        let rows = query
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.pool)
+            .await
+            .context("querying samples")?;
+        Ok(rows.iter().map(sample_from_row).collect())
+    }
+
+    async fn delete_series_of(&self, component: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE series SET deleted = 1, state = NULL WHERE component = ? AND deleted = 0",
+        )
+        .bind(component)
+        .execute(&self.pool)
+        .await
+        .context("deleting series")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_samples_before(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM samples WHERE seq IN (SELECT seq FROM samples WHERE ts < ? LIMIT ?)",
+        )
+        .bind(before_ms)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .context("deleting expired samples")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn register_component(&self, c: &Component) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO components (name, component_type, capabilities, capacity, registered_at, last_heartbeat)
+             VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET component_type = excluded.component_type,
+               capabilities = excluded.capabilities, capacity = excluded.capacity,
+               last_heartbeat = excluded.last_heartbeat",
+        )
+        .bind(&c.name)
+        .bind(&c.component_type)
+        .bind(serde_json::to_string(&c.capabilities).unwrap_or_else(|_| "[]".into()))
+        .bind(c.capacity)
+        .bind(c.registered_at_ms)
+        .bind(c.last_heartbeat_ms)
+        .execute(&self.pool)
+        .await
+        .context("registering a component")?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self, name: &str, now_ms: i64) -> Result<Option<Component>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE components SET last_heartbeat = ? WHERE name = ?
+             RETURNING name, component_type, capabilities, capacity, registered_at, last_heartbeat",
+        )
+        .bind(now_ms)
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .context("recording a heartbeat")?;
+        Ok(row.as_ref().map(component_from_row))
+    }
+
+    async fn list_components(&self) -> Result<Vec<Component>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, component_type, capabilities, capacity, registered_at, last_heartbeat
+             FROM components ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("listing components")?;
+        Ok(rows.iter().map(component_from_row).collect())
+    }
+}
+
+fn series_from_row(r: &sqlx::sqlite::SqliteRow) -> StoredSeries {
+    StoredSeries {
+        id: r.get("id"),
+        component: r.get("component"),
+        metric_name: r.get("metric_name"),
+        kind: parse_kind(r.get::<&str, _>("metric_type")),
+        labels: r.get("labels"),
+        help: r.get("help_text"),
+        unit: r.get("unit"),
+        state: r.get("state"),
+    }
+}
+
+fn sample_from_row(r: &sqlx::sqlite::SqliteRow) -> StoredSample {
+    StoredSample {
+        seq: r.get("seq"),
+        series_id: r.get("series_id"),
+        ts_ms: r.get("ts"),
+        value: r.get("value"),
+    }
+}
