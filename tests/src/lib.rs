@@ -45,13 +45,29 @@ pub fn skip_or_fail(what: &str, required_msg: &str) {
     if services_required() {
         panic!("{required_msg}");
     }
-    eprintln!(
-        "\n\
-         ********************************************************************\n\
-         *** SKIPPING {what}\n\
-         *** ({REQUIRE_SERVICES_ENV}=1 turns this skip into a failure)\n\
-         ********************************************************************\n"
-    );
+    // Written to the stderr handle directly: libtest captures eprintln! of
+    // passing tests, and a skip must be seen.
+    static BANNERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let first = {
+        let mut seen = BANNERS.lock().unwrap_or_else(|e| e.into_inner());
+        let first = !seen.iter().any(|w| w == what);
+        if first {
+            seen.push(what.to_string());
+        }
+        first
+    };
+    let msg = if first {
+        format!(
+            "\n\
+             ********************************************************************\n\
+             *** SKIPPING {what}\n\
+             *** ({REQUIRE_SERVICES_ENV}=1 turns this skip into a failure)\n\
+             ********************************************************************\n"
+        )
+    } else {
+        format!("*** SKIPPING {what}\n")
+    };
+    let _ = std::io::stderr().write_all(msg.as_bytes());
 }
 
 // ---------------------------------------------------------------------------
@@ -167,7 +183,7 @@ pub fn backends() -> Vec<Backend> {
 /// `sqlite::NAME` and `postgres::NAME`. The PostgreSQL variant skips loudly when
 /// `VIGIL_TEST_DATABASE_URL` is unset (fails under `VIGIL_TEST_REQUIRE_SERVICES=1`).
 ///
-/// ```ignore
+/// ```text
 /// async fn samples_round_trip(backend: Backend) { ... }
 /// vigil_tests::backend_tests!(samples_round_trip);
 /// ```
@@ -1319,4 +1335,65 @@ pub fn parse_ts(v: &Value) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::parse_from_rfc3339(s)
         .unwrap_or_else(|e| panic!("timestamp {s:?} is not RFC 3339: {e}"))
         .with_timezone(&chrono::Utc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_lines_are_parsed_and_unescaped() {
+        let text = "# HELP x y\n# TYPE x gauge\nx{a=\"q\\\"b\\\\c\\nd\",b=\"ü\"} 1.5 1700000000\nx_total 3\nh_bucket{le=\"+Inf\"} +Inf\n# EOF\n";
+        let s = parse_exposition(text);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0].label("a"), Some("q\"b\\c\nd"));
+        assert_eq!(s[0].label("b"), Some("ü"));
+        assert_eq!(s[0].value, 1.5);
+        assert_eq!(s[1].name, "x_total");
+        assert!(s[2].value.is_infinite());
+        assert_eq!(expo_value(text, "x", &[("b", "ü")]), 1.5);
+    }
+
+    #[test]
+    fn exposition_checkers_reject_broken_input() {
+        let good = "# HELP up_total Ups.\n# TYPE up_total counter\nup_total 1\n";
+        assert_eq!(promtool_check(good), Ok(()));
+        if Command::new("promtool").arg("--version").output().is_ok() {
+            assert!(promtool_check("garbage{{ 1\n").is_err());
+            assert!(
+                promtool_check("# TYPE c counter\nc 1\n").is_err(),
+                "lint problems count"
+            );
+        }
+        let om = "# TYPE up counter\n# HELP up Ups.\nup_total 1\n# EOF\n";
+        assert_eq!(openmetrics_check(om), Ok(()));
+        let python_ok = Command::new("python3")
+            .args(["-c", "import prometheus_client"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if python_ok {
+            assert!(
+                openmetrics_check("# TYPE up counter\nup_total 1\n").is_err(),
+                "missing # EOF"
+            );
+            assert!(openmetrics_check("# TYPE h histogram\nh_bucket{le=\"1.0\"} 3\nh_bucket{le=\"+Inf\"} 2\nh_count 2\nh_sum 1\n# EOF\n").is_err());
+        }
+    }
+
+    #[test]
+    fn database_urls_are_rewritten() {
+        let u = with_database(
+            "postgres://postgres@127.0.0.1:5432/test?sslmode=disable",
+            "vigil_x",
+        );
+        assert_eq!(
+            u,
+            "postgres://postgres@127.0.0.1:5432/vigil_x?sslmode=disable"
+        );
+        let u = with_host_port(&u, "127.0.0.1:6000".parse().expect("addr"));
+        assert_eq!(
+            u,
+            "postgres://postgres@127.0.0.1:6000/vigil_x?sslmode=disable"
+        );
+    }
 }

@@ -236,7 +236,23 @@ async fn host_metrics_expose_the_vigil_families_and_count_requests(backend: Back
     assert!(export.contains("vigil_samples_ingested_total"), "{export}");
 }
 
+async fn the_metrics_listener_can_be_turned_off(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let server = TestServer::builder(&db).metrics_listen("off").start().await;
+    assert_eq!(server.metrics_addr(), None);
+    assert_eq!(server.get("/api/v2/health").await.status(), 200);
+    // The export stays available on the API listener.
+    server
+        .report_ok(&report("solo", [gauge("g_value", 1.0).help("h")]))
+        .await;
+    assert_eq!(
+        expo_value(&server.export().await, "g_value", &[("component", "solo")]),
+        1.0
+    );
+}
+
 backend_tests!(
+    the_metrics_listener_can_be_turned_off,
     the_openapi_document_lists_every_contract_route,
     self_report_stores_the_three_gauges_for_the_component,
     host_metrics_expose_the_vigil_families_and_count_requests,

@@ -22,7 +22,7 @@ impl Fixture {
         server
             .report_ok(&report(
                 &comp,
-                [gauge("baseline_gauge", 42.0)
+                [gauge("baseline_value", 42.0)
                     .label("kind", "baseline")
                     .help("A good sample")],
             ))
@@ -306,11 +306,11 @@ async fn unknown_types_negative_counters_and_type_conflicts_are_rejected(backend
         )
         .await;
     assert_detail(&err, Some(0), "metric_value");
-    // baseline_gauge is known as a gauge.
+    // baseline_value is known as a gauge.
     let err = f
         .rejects(
             "type conflict",
-            &report(c, [counter("baseline_gauge", 1.0).help("h")]),
+            &report(c, [counter("baseline_value", 1.0).help("h")]),
             400,
             "invalid_report",
         )
@@ -325,7 +325,7 @@ async fn unknown_types_negative_counters_and_type_conflicts_are_rejected(backend
     let err = f
         .rejects(
             "type conflict elsewhere",
-            &report("another", [histogram("baseline_gauge", 1.0)]),
+            &report("another", [histogram("baseline_value", 1.0)]),
             400,
             "invalid_report",
         )

@@ -354,12 +354,31 @@ async fn the_export_survives_a_restart(backend: Backend) {
         text.contains("# HELP queue_depth Jobs waiting, with \\\\ and\\nnewline"),
         "help lost:\n{text}"
     );
+    // Ingest goes on after the restart with higher sequence numbers.
+    let max_seq = server
+        .query_all(&[])
+        .await
+        .iter()
+        .map(|s| s["seq"].as_i64().expect("seq"))
+        .max()
+        .expect("stored samples");
+    server
+        .report_ok(&report(&comp, [gauge("after_restart", 1.0).help("h")]))
+        .await;
+    let new = server.query_all(&[("metric_name", "after_restart")]).await;
+    assert!(
+        new[0]["seq"].as_i64().expect("seq") > max_seq,
+        "seq reused after restart: {new:?}"
+    );
     // And after a crash too.
     server.kill();
     server.restart().await;
+    let after_crash: Vec<String> = reported_samples(&server.export().await)
+        .into_iter()
+        .filter(|s| !s.starts_with("after_restart"))
+        .collect();
     assert_eq!(
-        reported_samples(&server.export().await),
-        before,
+        after_crash, before,
         "export after SIGKILL + restart differs"
     );
 }

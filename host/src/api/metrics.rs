@@ -106,6 +106,7 @@ pub async fn report_v2(
 pub struct QueriedSample {
     pub seq: i64,
     pub component_name: String,
+    pub component_type: String,
     pub metric_name: String,
     pub metric_type: MetricKind,
     pub metric_value: f64,
@@ -295,6 +296,7 @@ async fn run_query(state: &AppState, raw: Option<String>) -> Result<Json<QueryPa
             Some(QueriedSample {
                 seq: r.seq,
                 component_name: s.component.clone(),
+                component_type: s.component_type.clone(),
                 metric_name: s.metric_name.clone(),
                 metric_type: s.kind,
                 metric_value: r.value,
@@ -396,11 +398,13 @@ pub async fn self_report_for(state: &AppState, component: &str) -> PreparedRepor
         help: help.to_string(),
         unit: unit.to_string(),
         bounds: None,
+        labels_key: String::new(),
+        fingerprint: 0,
     };
-    PreparedReport {
-        component_name: component.to_string(),
-        component_type: "server".to_string(),
-        metrics: vec![
+    PreparedReport::new(
+        component.to_string(),
+        "server".to_string(),
+        vec![
             gauge(
                 "noetl_system_cpu_usage_percent",
                 sample.cpu_percent,
@@ -420,7 +424,7 @@ pub async fn self_report_for(state: &AppState, component: &str) -> PreparedRepor
                 "bytes",
             ),
         ],
-    }
+    )
 }
 
 #[utoipa::path(post, path = "/api/metrics/self-report", tag = "metrics",

@@ -3,8 +3,9 @@
 //! after each commit and rebuilt from the store at start; scrapes render from it
 //! and never scan the samples table. Does not persist anything itself.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -31,26 +32,52 @@ pub enum SeriesValue {
 #[derive(Clone, Debug)]
 pub struct SeriesEntry {
     pub key: SeriesKey,
-    /// Escaped `name="value"` pairs, `component` first; empty-safe.
+    pub fingerprint: u64,
+    /// Escaped `name="value"` pairs, `component` first.
     pub rendered_labels: String,
     pub value: SeriesValue,
     /// Wall-clock time of the last report (ms), for `--series-ttl`.
     pub updated_ms: i64,
 }
 
-/// A metric family: one name, one type.
+/// A metric family: one name, one type, its series in id order.
 #[derive(Clone, Debug)]
 pub struct Family {
     pub kind: MetricKind,
     pub help: String,
     pub unit: String,
-    pub series: BTreeMap<i64, SeriesEntry>,
+    pub ids: BTreeSet<i64>,
 }
+
+/// Hasher for keys that are already well mixed (fingerprints) or small integers (ids).
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.write_u64(n as u64);
+    }
+}
+
+/// A map keyed by ids or fingerprints.
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 #[derive(Default)]
 struct Inner {
     families: BTreeMap<Arc<str>, Family>,
-    ids: HashMap<SeriesKey, i64>,
+    series: IdMap<i64, SeriesEntry>,
+    by_fingerprint: IdMap<u64, i64>,
 }
 
 /// Exposition formats.
@@ -81,16 +108,26 @@ impl ExpositionFormat {
     }
 }
 
-/// An update the writer applies after a successful commit.
-pub struct SeriesUpdate {
+/// A series the index does not hold yet.
+pub struct NewEntry {
     pub id: i64,
     pub key: SeriesKey,
+    pub fingerprint: u64,
     pub kind: MetricKind,
     pub labels: BTreeMap<String, String>,
     pub help: String,
     pub unit: String,
     pub value: SeriesValue,
-    pub updated_ms: i64,
+}
+
+/// A change the writer applies after a successful commit.
+pub enum SeriesUpdate {
+    /// A known series has a new value or aggregate.
+    Value { id: i64, value: SeriesValue },
+    /// A series enters the index.
+    New(Box<NewEntry>),
+    /// A family's help text changed.
+    Help { name: Arc<str>, help: String },
 }
 
 /// The latest-value index, shared by the writer (updates) and scrapes (renders).
@@ -104,50 +141,68 @@ impl SeriesIndex {
         Self::default()
     }
 
-    /// The id of a live series, if known.
-    pub fn id_of(&self, key: &SeriesKey) -> Option<i64> {
-        self.inner.read().ids.get(key).copied()
-    }
-
-    /// Runs `f` with read access to lookups the writer needs in one go.
+    /// Runs `f` with read access to the lookups the writer needs.
     pub fn with_view<R>(&self, f: impl FnOnce(&IndexView<'_>) -> R) -> R {
         let inner = self.inner.read();
         f(&IndexView { inner: &inner })
     }
 
-    /// Applies committed updates.
-    pub fn apply(&self, updates: Vec<SeriesUpdate>) {
+    /// Applies committed updates; every touched series counts as reported at `updated_ms`.
+    pub fn apply(&self, updates: impl IntoIterator<Item = SeriesUpdate>, updated_ms: i64) {
         let mut inner = self.inner.write();
-        for u in updates {
-            let name = u.key.name.clone();
-            inner.ids.insert(u.key.clone(), u.id);
-            let family = inner.families.entry(name).or_insert_with(|| Family {
-                kind: u.kind,
-                help: String::new(),
-                unit: String::new(),
-                series: BTreeMap::new(),
-            });
-            family.kind = u.kind;
-            if !u.help.is_empty() {
-                family.help = u.help;
-            }
-            if !u.unit.is_empty() {
-                family.unit = u.unit;
-            }
-            match family.series.get_mut(&u.id) {
-                Some(entry) => {
-                    entry.value = u.value;
-                    entry.updated_ms = u.updated_ms;
+        let Inner {
+            families,
+            series,
+            by_fingerprint,
+        } = &mut *inner;
+        for update in updates {
+            match update {
+                SeriesUpdate::Value { id, value } => {
+                    if let Some(entry) = series.get_mut(&id) {
+                        entry.value = value;
+                        entry.updated_ms = updated_ms;
+                    }
                 }
-                None => {
-                    let rendered_labels = render_labels(&u.key.component, &u.labels);
-                    family.series.insert(
-                        u.id,
+                SeriesUpdate::Help { name, help } => {
+                    if let Some(f) = families.get_mut(&name) {
+                        f.help = help;
+                    }
+                }
+                SeriesUpdate::New(new) => {
+                    let NewEntry {
+                        id,
+                        key,
+                        fingerprint,
+                        kind,
+                        labels,
+                        help,
+                        unit,
+                        value,
+                    } = *new;
+                    let family = families.entry(key.name.clone()).or_insert_with(|| Family {
+                        kind,
+                        help: String::new(),
+                        unit: String::new(),
+                        ids: BTreeSet::new(),
+                    });
+                    family.kind = kind;
+                    if !help.is_empty() {
+                        family.help = help;
+                    }
+                    if !unit.is_empty() {
+                        family.unit = unit;
+                    }
+                    family.ids.insert(id);
+                    by_fingerprint.insert(fingerprint, id);
+                    let rendered_labels = render_labels(&key.component, &labels);
+                    series.insert(
+                        id,
                         SeriesEntry {
-                            key: u.key,
+                            key,
+                            fingerprint,
                             rendered_labels,
-                            value: u.value,
-                            updated_ms: u.updated_ms,
+                            value,
+                            updated_ms,
                         },
                     );
                 }
@@ -155,7 +210,7 @@ impl SeriesIndex {
         }
     }
 
-    /// Removes every series of a component; returns how many were live.
+    /// Removes every series of a component; returns how many were held.
     pub fn remove_component(&self, component: &str) -> usize {
         self.remove_where(|e| &*e.key.component == component)
     }
@@ -167,30 +222,36 @@ impl SeriesIndex {
 
     fn remove_where(&self, pred: impl Fn(&SeriesEntry) -> bool) -> usize {
         let mut inner = self.inner.write();
-        let Inner { families, ids } = &mut *inner;
-        let mut removed = 0;
-        for family in families.values_mut() {
-            family.series.retain(|_, e| {
-                if pred(e) {
-                    ids.remove(&e.key);
-                    removed += 1;
-                    false
-                } else {
-                    true
+        let Inner {
+            families,
+            series,
+            by_fingerprint,
+        } = &mut *inner;
+        let doomed: Vec<i64> = series
+            .iter()
+            .filter(|(_, e)| pred(e))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &doomed {
+            if let Some(e) = series.remove(id) {
+                if by_fingerprint.get(&e.fingerprint) == Some(id) {
+                    by_fingerprint.remove(&e.fingerprint);
                 }
-            });
+                if let Some(f) = families.get_mut(&e.key.name) {
+                    f.ids.remove(id);
+                }
+            }
         }
-        families.retain(|_, f| !f.series.is_empty());
-        removed
+        families.retain(|_, f| !f.ids.is_empty());
+        doomed.len()
     }
 
     /// Number of series exported at `now_ms` under `ttl_ms` (0 = no expiry).
     pub fn live_series(&self, now_ms: i64, ttl_ms: i64) -> usize {
         let inner = self.inner.read();
         inner
-            .families
+            .series
             .values()
-            .flat_map(|f| f.series.values())
             .filter(|e| is_live(e, now_ms, ttl_ms))
             .count()
     }
@@ -198,11 +259,19 @@ impl SeriesIndex {
     /// Renders every live series in the given format (without a trailing `# EOF`).
     pub fn render(&self, out: &mut String, format: ExpositionFormat, now_ms: i64, ttl_ms: i64) {
         let inner = self.inner.read();
+        let mut live = Vec::new();
         for (name, family) in &inner.families {
-            if !family.series.values().any(|e| is_live(e, now_ms, ttl_ms)) {
-                continue;
+            live.clear();
+            live.extend(
+                family
+                    .ids
+                    .iter()
+                    .filter_map(|id| inner.series.get(id))
+                    .filter(|e| is_live(e, now_ms, ttl_ms)),
+            );
+            if !live.is_empty() {
+                render_family(out, name, family, &live, format, now_ms);
             }
-            render_family(out, name, family, format, now_ms, ttl_ms);
         }
     }
 }
@@ -213,17 +282,31 @@ pub struct IndexView<'a> {
 }
 
 impl IndexView<'_> {
-    pub fn id_of(&self, key: &SeriesKey) -> Option<i64> {
-        self.inner.ids.get(key).copied()
+    /// The id of a held series, verified against the full identity.
+    pub fn id_of(
+        &self,
+        fingerprint: u64,
+        component: &str,
+        name: &str,
+        labels: &str,
+    ) -> Option<i64> {
+        let id = *self.inner.by_fingerprint.get(&fingerprint)?;
+        let e = self.inner.series.get(&id)?;
+        (&*e.key.component == component && &*e.key.name == name && e.key.labels == labels)
+            .then_some(id)
     }
 
     pub fn kind_of(&self, name: &str) -> Option<MetricKind> {
         self.inner.families.get(name).map(|f| f.kind)
     }
 
-    /// The current aggregate of a live series.
-    pub fn aggregate(&self, name: &str, id: i64) -> Option<Aggregate> {
-        match &self.inner.families.get(name)?.series.get(&id)?.value {
+    pub fn help_of(&self, name: &str) -> Option<&str> {
+        self.inner.families.get(name).map(|f| f.help.as_str())
+    }
+
+    /// The current aggregate of a held series.
+    pub fn aggregate(&self, id: i64) -> Option<Aggregate> {
+        match &self.inner.series.get(&id)?.value {
             SeriesValue::Aggregate(a) => Some(a.clone()),
             SeriesValue::Scalar(_) => None,
         }
@@ -321,9 +404,9 @@ fn render_family(
     out: &mut String,
     name: &str,
     family: &Family,
+    live: &[&SeriesEntry],
     format: ExpositionFormat,
     now_ms: i64,
-    ttl_ms: i64,
 ) {
     // OpenMetrics names a counter family without `_total` and its sample with it.
     let (family_name, counter_suffix) = match (format, family.kind) {
@@ -354,10 +437,7 @@ fn render_family(
         out.push_str(&family.unit);
         out.push('\n');
     }
-    for entry in family.series.values() {
-        if !is_live(entry, now_ms, ttl_ms) {
-            continue;
-        }
+    for entry in live {
         let labels = entry.rendered_labels.as_str();
         match &entry.value {
             SeriesValue::Scalar(v) => {
@@ -400,7 +480,7 @@ fn render_summary(out: &mut String, name: &str, labels: &str, s: &SummaryState, 
 mod tests {
     use super::*;
 
-    fn update(
+    fn new_series(
         id: i64,
         component: &str,
         name: &str,
@@ -412,33 +492,37 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        SeriesUpdate {
+        let key = SeriesKey {
+            component: component.into(),
+            name: name.into(),
+            labels: serde_json::to_string(&labels).unwrap(),
+        };
+        SeriesUpdate::New(Box::new(NewEntry {
             id,
-            key: SeriesKey {
-                component: component.into(),
-                name: name.into(),
-                labels: serde_json::to_string(&labels).unwrap(),
-            },
+            fingerprint: crate::metrics::model::series_fingerprint(component, name, &key.labels),
+            key,
             kind,
             labels,
             help: "Help with \\ and\nnewline".into(),
             unit: String::new(),
             value,
-            updated_ms: 1_000,
-        }
+        }))
     }
 
     #[test]
     fn label_values_are_escaped_and_component_comes_first() {
         let index = SeriesIndex::new();
-        index.apply(vec![update(
-            1,
-            "w1",
-            "jobs_total",
-            MetricKind::Counter,
-            &[("path", "a\"b\\c\nd"), ("component", "other")],
-            SeriesValue::Scalar(3.0),
-        )]);
+        index.apply(
+            vec![new_series(
+                1,
+                "w1",
+                "jobs_total",
+                MetricKind::Counter,
+                &[("path", "a\"b\\c\nd"), ("component", "other")],
+                SeriesValue::Scalar(3.0),
+            )],
+            1_000,
+        );
         let mut text = String::new();
         index.render(&mut text, ExpositionFormat::Text, 1_000, 0);
         assert!(
@@ -458,19 +542,48 @@ mod tests {
     #[test]
     fn expired_series_leave_the_export_but_stay_in_the_index() {
         let index = SeriesIndex::new();
-        index.apply(vec![update(
-            1,
-            "w1",
-            "g",
-            MetricKind::Gauge,
-            &[],
-            SeriesValue::Scalar(1.0),
-        )]);
+        index.apply(
+            vec![new_series(
+                1,
+                "w1",
+                "g",
+                MetricKind::Gauge,
+                &[],
+                SeriesValue::Scalar(1.0),
+            )],
+            1_000,
+        );
         let mut text = String::new();
         index.render(&mut text, ExpositionFormat::Text, 10_000, 5_000);
         assert!(text.is_empty(), "{text}");
         assert_eq!(index.live_series(10_000, 0), 1);
         assert_eq!(index.remove_stale(2_000), 1);
         assert_eq!(index.live_series(10_000, 0), 0);
+    }
+
+    #[test]
+    fn value_updates_replace_the_exported_value() {
+        let index = SeriesIndex::new();
+        index.apply(
+            vec![new_series(
+                7,
+                "w1",
+                "g",
+                MetricKind::Gauge,
+                &[],
+                SeriesValue::Scalar(1.0),
+            )],
+            1_000,
+        );
+        index.apply(
+            vec![SeriesUpdate::Value {
+                id: 7,
+                value: SeriesValue::Scalar(2.5),
+            }],
+            2_000,
+        );
+        let mut text = String::new();
+        index.render(&mut text, ExpositionFormat::Text, 2_000, 0);
+        assert!(text.ends_with("g{component=\"w1\"} 2.5\n"), "{text}");
     }
 }

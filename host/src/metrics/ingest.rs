@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::aggregate::{
     Aggregate, HistogramState, SummaryState, DEFAULT_BUCKETS, DEFAULT_QUANTILES, SUMMARY_WINDOW_MS,
 };
-use super::index::{SeriesIndex, SeriesKey, SeriesUpdate, SeriesValue};
-use super::model::{ItemError, MetricKind, PreparedReport};
+use super::index::{IdMap, IndexView, NewEntry, SeriesIndex, SeriesKey, SeriesUpdate, SeriesValue};
+use super::model::{series_fingerprint, ItemError, MetricKind, PreparedMetric, PreparedReport};
 use crate::store::{
     ComponentTouch, NewSeries, SampleRow, SeriesRef, Store, StoreError, WriteBatch,
 };
@@ -85,14 +85,102 @@ pub fn spawn_writer(
 }
 
 /// Per-series plan of one group.
-struct Touched {
+struct Planned {
     series: SeriesRef,
-    key: SeriesKey,
-    kind: MetricKind,
-    labels: BTreeMap<String, String>,
-    help: String,
-    unit: String,
+    /// `(job, metric)` that created this plan entry (the series' identity).
+    source: (usize, usize),
     value: SeriesValue,
+}
+
+fn conflict(index: usize, field: &str, reason: String) -> ItemError {
+    ItemError {
+        index: Some(index),
+        field: field.into(),
+        reason,
+    }
+}
+
+/// Refuses a report whose types or bounds contradict what the index or the
+/// earlier reports of this group hold.
+fn check_conflicts(
+    view: &IndexView<'_>,
+    report: &PreparedReport,
+    group_kinds: &HashMap<String, MetricKind>,
+    plan: &IdMap<u64, usize>,
+    planned: &[Planned],
+) -> Vec<ItemError> {
+    let mut errors = Vec::new();
+    let mut kinds_here: HashMap<&str, MetricKind> = HashMap::new();
+    let mut bounds_here: IdMap<u64, &[f64]> = IdMap::default();
+    for (i, m) in report.metrics.iter().enumerate() {
+        let known = match kinds_here.get(m.name.as_str()) {
+            Some(kind) => Some(*kind),
+            None => view
+                .kind_of(&m.name)
+                .or_else(|| group_kinds.get(&m.name).copied()),
+        };
+        match known {
+            Some(kind) if kind != m.kind => errors.push(conflict(
+                i,
+                "metric_type",
+                format!(
+                    "metric `{}` is already a {}, not a {}",
+                    m.name,
+                    kind.as_str(),
+                    m.kind.as_str()
+                ),
+            )),
+            _ => {
+                kinds_here.insert(&m.name, m.kind);
+            }
+        }
+        let Some(given) = &m.bounds else { continue };
+        let existing = match plan.get(&m.fingerprint) {
+            Some(&slot) => aggregate_bounds(&planned[slot].value),
+            None => view
+                .id_of(
+                    m.fingerprint,
+                    &report.component_name,
+                    &m.name,
+                    &m.labels_key,
+                )
+                .and_then(|id| view.aggregate(id))
+                .map(|a| match a {
+                    Aggregate::Histogram(h) => h.bounds,
+                    Aggregate::Summary(s) => s.quantiles,
+                }),
+        }
+        .or_else(|| bounds_here.get(&m.fingerprint).map(|b| b.to_vec()));
+        match existing {
+            Some(existing) if existing != *given => errors.push(conflict(
+                i,
+                if m.kind == MetricKind::Histogram {
+                    "labels.le"
+                } else {
+                    "labels.quantile"
+                },
+                "differs from the bounds this series was created with".into(),
+            )),
+            _ => {
+                bounds_here.insert(m.fingerprint, given);
+            }
+        }
+    }
+    errors
+}
+
+fn fresh_value(m: &PreparedMetric) -> SeriesValue {
+    match m.kind {
+        MetricKind::Counter | MetricKind::Gauge => SeriesValue::Scalar(m.value),
+        MetricKind::Histogram => SeriesValue::Aggregate(Aggregate::Histogram(HistogramState::new(
+            m.bounds.clone().unwrap_or_else(|| DEFAULT_BUCKETS.to_vec()),
+        ))),
+        MetricKind::Summary => SeriesValue::Aggregate(Aggregate::Summary(SummaryState::new(
+            m.bounds
+                .clone()
+                .unwrap_or_else(|| DEFAULT_QUANTILES.to_vec()),
+        ))),
+    }
 }
 
 async fn commit_group(
@@ -103,172 +191,108 @@ async fn commit_group(
 ) {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let mut batch = WriteBatch::default();
-    let mut touched: Vec<Touched> = Vec::new();
-    let mut accepted: Vec<(oneshot::Sender<Result<usize, IngestError>>, usize)> = Vec::new();
+    let mut planned: Vec<Planned> = Vec::new();
+    let mut help_changes: Vec<(Arc<str>, String)> = Vec::new();
+    let (reports, senders): (Vec<PreparedReport>, Vec<_>) =
+        jobs.into_iter().map(|j| (j.report, j.done)).unzip();
+    let mut outcome: Vec<Option<Vec<ItemError>>> = vec![None; reports.len()];
 
     index.with_view(|view| {
-        let mut planned: HashMap<SeriesKey, usize> = HashMap::new();
+        let mut plan: IdMap<u64, usize> = IdMap::default();
         let mut group_kinds: HashMap<String, MetricKind> = HashMap::new();
-        let mut components: HashMap<String, String> = HashMap::new();
-        for job in jobs {
-            let report = &job.report;
-            let component: Arc<str> = Arc::from(report.component_name.as_str());
-            // Check the whole report first: a conflict refuses it without side effects.
-            let keys: Vec<SeriesKey> = report
-                .metrics
-                .iter()
-                .map(|m| SeriesKey {
-                    component: component.clone(),
-                    name: Arc::from(m.name.as_str()),
-                    labels: serde_json::to_string(&m.labels).unwrap_or_default(),
-                })
-                .collect();
-            let mut conflicts = Vec::new();
-            let mut kinds_here: HashMap<&str, MetricKind> = HashMap::new();
-            let mut bounds_here: HashMap<&SeriesKey, Vec<f64>> = HashMap::new();
-            for (i, (m, key)) in report.metrics.iter().zip(&keys).enumerate() {
-                let known = view
-                    .kind_of(&m.name)
-                    .or_else(|| group_kinds.get(&m.name).copied())
-                    .or_else(|| kinds_here.get(m.name.as_str()).copied());
-                match known {
-                    Some(kind) if kind != m.kind => conflicts.push(ItemError {
-                        index: Some(i),
-                        field: "metric_type".into(),
-                        reason: format!(
-                            "metric `{}` is already a {}, not a {}",
-                            m.name,
-                            kind.as_str(),
-                            m.kind.as_str()
-                        ),
-                    }),
-                    _ => {
-                        kinds_here.insert(&m.name, m.kind);
-                    }
-                }
-                let Some(given) = &m.bounds else { continue };
-                let existing = match planned.get(key) {
-                    Some(&slot) => aggregate_bounds(&touched[slot].value),
-                    None => view
-                        .id_of(key)
-                        .and_then(|id| view.aggregate(&m.name, id))
-                        .map(|a| match a {
-                            Aggregate::Histogram(h) => h.bounds,
-                            Aggregate::Summary(s) => s.quantiles,
-                        }),
-                }
-                .or_else(|| bounds_here.get(key).cloned());
-                match existing {
-                    Some(existing) if existing != *given => conflicts.push(ItemError {
-                        index: Some(i),
-                        field: if m.kind == MetricKind::Histogram {
-                            "labels.le".into()
-                        } else {
-                            "labels.quantile".into()
-                        },
-                        reason: "differs from the bounds this series was created with".into(),
-                    }),
-                    _ => {
-                        bounds_here.insert(key, given.clone());
-                    }
-                }
-            }
-            if !conflicts.is_empty() {
-                let _ = job.done.send(Err(IngestError::Conflict(conflicts)));
+        let mut components: HashMap<&str, &str> = HashMap::new();
+        for (j, report) in reports.iter().enumerate() {
+            let errors = check_conflicts(view, report, &group_kinds, &plan, &planned);
+            if !errors.is_empty() {
+                outcome[j] = Some(errors);
                 continue;
             }
-            for (name, kind) in kinds_here {
-                group_kinds.insert(name.to_string(), kind);
-            }
-            for (m, key) in report.metrics.iter().zip(keys) {
-                let slot = match planned.get(&key) {
-                    Some(&slot) => slot,
-                    None => {
-                        let (series, seed) = match view.id_of(&key) {
-                            Some(id) => (SeriesRef::Known(id), view.aggregate(&m.name, id)),
+            for (i, m) in report.metrics.iter().enumerate() {
+                if !group_kinds.contains_key(&m.name) {
+                    group_kinds.insert(m.name.clone(), m.kind);
+                    if !m.help.is_empty() && view.help_of(&m.name).is_some_and(|h| h != m.help) {
+                        help_changes.push((Arc::from(m.name.as_str()), m.help.clone()));
+                    }
+                }
+                let slot = match plan.get(&m.fingerprint) {
+                    Some(&slot) if same_series(&reports, planned[slot].source, report, m) => slot,
+                    _ => {
+                        let known = view.id_of(
+                            m.fingerprint,
+                            &report.component_name,
+                            &m.name,
+                            &m.labels_key,
+                        );
+                        let (series, value) = match known {
+                            Some(id) => (
+                                SeriesRef::Known(id),
+                                view.aggregate(id)
+                                    .map(SeriesValue::Aggregate)
+                                    .unwrap_or_else(|| fresh_value(m)),
+                            ),
                             None => {
                                 batch.new_series.push(NewSeries {
                                     component: report.component_name.clone(),
                                     metric_name: m.name.clone(),
                                     kind: m.kind,
-                                    labels: key.labels.clone(),
+                                    labels: m.labels_key.clone(),
                                     help: m.help.clone(),
                                     unit: m.unit.clone(),
                                 });
-                                (SeriesRef::New(batch.new_series.len() - 1), None)
+                                (SeriesRef::New(batch.new_series.len() - 1), fresh_value(m))
                             }
                         };
-                        let value = match m.kind {
-                            MetricKind::Counter | MetricKind::Gauge => SeriesValue::Scalar(m.value),
-                            MetricKind::Histogram => {
-                                SeriesValue::Aggregate(seed.unwrap_or_else(|| {
-                                    Aggregate::Histogram(HistogramState::new(
-                                        m.bounds
-                                            .clone()
-                                            .unwrap_or_else(|| DEFAULT_BUCKETS.to_vec()),
-                                    ))
-                                }))
-                            }
-                            MetricKind::Summary => {
-                                SeriesValue::Aggregate(seed.unwrap_or_else(|| {
-                                    Aggregate::Summary(SummaryState::new(
-                                        m.bounds
-                                            .clone()
-                                            .unwrap_or_else(|| DEFAULT_QUANTILES.to_vec()),
-                                    ))
-                                }))
-                            }
-                        };
-                        touched.push(Touched {
+                        planned.push(Planned {
                             series,
-                            key: key.clone(),
-                            kind: m.kind,
-                            labels: m.labels.clone(),
-                            help: m.help.clone(),
-                            unit: m.unit.clone(),
+                            source: (j, i),
                             value,
                         });
-                        planned.insert(key, touched.len() - 1);
-                        touched.len() - 1
+                        plan.insert(m.fingerprint, planned.len() - 1);
+                        planned.len() - 1
                     }
                 };
-                let t = &mut touched[slot];
-                if !m.help.is_empty() {
-                    t.help.clone_from(&m.help);
-                }
-                match &mut t.value {
+                let p = &mut planned[slot];
+                match &mut p.value {
                     SeriesValue::Scalar(v) => *v = m.value,
                     SeriesValue::Aggregate(Aggregate::Histogram(h)) => h.observe(m.value),
                     SeriesValue::Aggregate(Aggregate::Summary(s)) => s.observe(m.ts_ms, m.value),
                 }
                 batch.samples.push(SampleRow {
-                    series: t.series,
+                    series: p.series,
                     ts_ms: m.ts_ms,
                     value: m.value,
                 });
             }
             components
-                .entry(report.component_name.clone())
-                .or_insert_with(|| report.component_type.clone());
-            accepted.push((job.done, report.metrics.len()));
+                .entry(&report.component_name)
+                .or_insert(&report.component_type);
         }
         batch.components = components
             .into_iter()
             .map(|(name, component_type)| ComponentTouch {
-                name,
-                component_type,
+                name: name.to_string(),
+                component_type: component_type.to_string(),
                 now_ms,
             })
             .collect();
     });
 
+    let mut accepted = Vec::new();
+    for ((done, errors), report) in senders.into_iter().zip(outcome).zip(&reports) {
+        match errors {
+            Some(errors) => {
+                let _ = done.send(Err(IngestError::Conflict(errors)));
+            }
+            None => accepted.push((done, report.metrics.len())),
+        }
+    }
     if accepted.is_empty() {
         return;
     }
-    for t in &touched {
-        if let SeriesValue::Aggregate(a) = &t.value {
+    for p in &planned {
+        if let SeriesValue::Aggregate(a) = &p.value {
             if let Ok(json) = serde_json::to_string(a) {
-                batch.states.push((t.series, json));
+                batch.states.push((p.series, json));
             }
         }
     }
@@ -277,23 +301,35 @@ async fn commit_group(
     metrics.observe_store_write(started.elapsed());
     match result {
         Ok(ids) => {
-            let updates = touched
+            let updates = planned
                 .into_iter()
-                .map(|t| SeriesUpdate {
-                    id: match t.series {
-                        SeriesRef::Known(id) => id,
-                        SeriesRef::New(i) => ids[i],
-                    },
-                    key: t.key,
-                    kind: t.kind,
-                    labels: t.labels,
-                    help: t.help,
-                    unit: t.unit,
-                    value: t.value,
-                    updated_ms: now_ms,
+                .map(|p| match p.series {
+                    SeriesRef::Known(id) => SeriesUpdate::Value { id, value: p.value },
+                    SeriesRef::New(n) => {
+                        let report = &reports[p.source.0];
+                        let m = &report.metrics[p.source.1];
+                        SeriesUpdate::New(Box::new(NewEntry {
+                            id: ids[n],
+                            key: SeriesKey {
+                                component: Arc::from(report.component_name.as_str()),
+                                name: Arc::from(m.name.as_str()),
+                                labels: m.labels_key.clone(),
+                            },
+                            fingerprint: m.fingerprint,
+                            kind: m.kind,
+                            labels: m.labels.clone(),
+                            help: m.help.clone(),
+                            unit: m.unit.clone(),
+                            value: p.value,
+                        }))
+                    }
                 })
-                .collect();
-            index.apply(updates);
+                .chain(
+                    help_changes
+                        .into_iter()
+                        .map(|(name, help)| SeriesUpdate::Help { name, help }),
+                );
+            index.apply(updates, now_ms);
             metrics.add_samples_ingested(batch.samples.len() as u64);
             for (done, n) in accepted {
                 let _ = done.send(Ok(n));
@@ -307,6 +343,20 @@ async fn commit_group(
             }
         }
     }
+}
+
+/// Whether metric `m` of `report` is the series planned from `source`.
+fn same_series(
+    reports: &[PreparedReport],
+    source: (usize, usize),
+    report: &PreparedReport,
+    m: &PreparedMetric,
+) -> bool {
+    let first = &reports[source.0];
+    let fm = &first.metrics[source.1];
+    first.component_name == report.component_name
+        && fm.name == m.name
+        && fm.labels_key == m.labels_key
 }
 
 fn aggregate_bounds(value: &SeriesValue) -> Option<Vec<f64>> {
@@ -376,8 +426,9 @@ pub async fn rebuild_index(
             }
         };
         let labels: BTreeMap<String, String> = serde_json::from_str(&s.labels).unwrap_or_default();
-        updates.push(SeriesUpdate {
+        updates.push(SeriesUpdate::New(Box::new(NewEntry {
             id: s.id,
+            fingerprint: series_fingerprint(&s.component, &s.metric_name, &s.labels),
             key: SeriesKey {
                 component: Arc::from(s.component.as_str()),
                 name: Arc::from(s.metric_name.as_str()),
@@ -388,10 +439,9 @@ pub async fn rebuild_index(
             help: s.help,
             unit: s.unit,
             value,
-            updated_ms: now_ms,
-        });
+        })));
     }
     let n = updates.len();
-    index.apply(updates);
+    index.apply(updates, now_ms);
     Ok(n)
 }

@@ -132,6 +132,10 @@ pub struct PreparedMetric {
     pub unit: String,
     /// Histogram bucket bounds or summary quantiles given with this observation.
     pub bounds: Option<Vec<f64>>,
+    /// Canonical JSON of `labels` (the stored series identity); set by [`PreparedReport::new`].
+    pub labels_key: String,
+    /// Hash of component, name and `labels_key`; set by [`PreparedReport::new`].
+    pub fingerprint: u64,
 }
 
 /// A validated report.
@@ -140,6 +144,36 @@ pub struct PreparedReport {
     pub component_name: String,
     pub component_type: String,
     pub metrics: Vec<PreparedMetric>,
+}
+
+impl PreparedReport {
+    /// Assembles a report and computes each metric's series identity, so the
+    /// single ingest writer does not have to.
+    pub fn new(
+        component_name: String,
+        component_type: String,
+        mut metrics: Vec<PreparedMetric>,
+    ) -> Self {
+        for m in &mut metrics {
+            m.labels_key = serde_json::to_string(&m.labels).unwrap_or_default();
+            m.fingerprint = series_fingerprint(&component_name, &m.name, &m.labels_key);
+        }
+        PreparedReport {
+            component_name,
+            component_type,
+            metrics,
+        }
+    }
+}
+
+/// Hash identifying a series (component, metric name, canonical labels).
+pub fn series_fingerprint(component: &str, name: &str, labels_key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    component.hash(&mut h);
+    name.hash(&mut h);
+    labels_key.hash(&mut h);
+    h.finish()
 }
 
 /// Prometheus metric-name rule: `[a-zA-Z_:][a-zA-Z0-9_:]*`.
@@ -277,11 +311,11 @@ fn prepare(report: MetricReport, now_ms: i64) -> Result<PreparedReport, Vec<Item
         }
     }
     if errors.is_empty() {
-        Ok(PreparedReport {
-            component_name: report.component_name,
+        Ok(PreparedReport::new(
+            report.component_name,
             component_type,
             metrics,
-        })
+        ))
     } else {
         Err(errors)
     }
@@ -423,6 +457,8 @@ fn prepare_metric(
             help,
             unit,
             bounds,
+            labels_key: String::new(),
+            fingerprint: 0,
         }),
         _ => Err(errors),
     }

@@ -48,6 +48,8 @@ impl<T> Context<T> for Result<T, sqlx::Error> {
 pub struct StoredSeries {
     pub id: i64,
     pub component: String,
+    /// Type of the component, from the registry (empty if unknown).
+    pub component_type: String,
     pub metric_name: String,
     pub kind: MetricKind,
     /// Canonical JSON object of the labels (sorted keys).

@@ -59,6 +59,7 @@ fn series_from_row(r: &PgRow) -> StoredSeries {
         help: r.get("help_text"),
         unit: r.get("unit"),
         state: r.get("state"),
+        component_type: r.get("component_type"),
     }
 }
 
@@ -158,8 +159,10 @@ impl Store for PostgresStore {
 
     async fn load_series(&self) -> Result<Vec<StoredSeries>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, component, metric_name, metric_type, labels, help_text, unit, state
-             FROM series WHERE NOT deleted ORDER BY id",
+            "SELECT s.id, s.component, s.metric_name, s.metric_type, s.labels, s.help_text, s.unit,
+                    s.state, COALESCE(c.component_type, '') AS component_type
+             FROM series s LEFT JOIN components c ON c.name = s.component
+             WHERE NOT s.deleted ORDER BY s.id",
         )
         .fetch_all(&self.pool)
         .await
@@ -209,11 +212,12 @@ impl Store for PostgresStore {
         ids: Option<&[i64]>,
     ) -> Result<Vec<StoredSeries>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, component, metric_name, metric_type, labels, help_text, unit, state
-             FROM series
-             WHERE ($1::text IS NULL OR component = $1) AND ($2::text IS NULL OR metric_name = $2)
-               AND ($3::int8[] IS NULL OR id = ANY($3))
-             ORDER BY id",
+            "SELECT s.id, s.component, s.metric_name, s.metric_type, s.labels, s.help_text, s.unit,
+                    s.state, COALESCE(c.component_type, '') AS component_type
+             FROM series s LEFT JOIN components c ON c.name = s.component
+             WHERE ($1::text IS NULL OR s.component = $1) AND ($2::text IS NULL OR s.metric_name = $2)
+               AND ($3::int8[] IS NULL OR s.id = ANY($3))
+             ORDER BY s.id",
         )
         .bind(component)
         .bind(metric_name)

@@ -165,8 +165,10 @@ impl Store for SqliteStore {
 
     async fn load_series(&self) -> Result<Vec<StoredSeries>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, component, metric_name, metric_type, labels, help_text, unit, state
-             FROM series WHERE deleted = 0 ORDER BY id",
+            "SELECT s.id, s.component, s.metric_name, s.metric_type, s.labels, s.help_text, s.unit,
+                    s.state, COALESCE(c.component_type, '') AS component_type
+             FROM series s LEFT JOIN components c ON c.name = s.component
+             WHERE s.deleted = 0 ORDER BY s.id",
         )
         .fetch_all(&self.pool)
         .await
@@ -216,11 +218,12 @@ impl Store for SqliteStore {
         ids: Option<&[i64]>,
     ) -> Result<Vec<StoredSeries>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, component, metric_name, metric_type, labels, help_text, unit, state
-             FROM series
-             WHERE (?1 IS NULL OR component = ?1) AND (?2 IS NULL OR metric_name = ?2)
-               AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3)))
-             ORDER BY id",
+            "SELECT s.id, s.component, s.metric_name, s.metric_type, s.labels, s.help_text, s.unit,
+                    s.state, COALESCE(c.component_type, '') AS component_type
+             FROM series s LEFT JOIN components c ON c.name = s.component
+             WHERE (?1 IS NULL OR s.component = ?1) AND (?2 IS NULL OR s.metric_name = ?2)
+               AND (?3 IS NULL OR s.id IN (SELECT value FROM json_each(?3)))
+             ORDER BY s.id",
         )
         .bind(component)
         .bind(metric_name)
@@ -339,6 +342,7 @@ fn series_from_row(r: &sqlx::sqlite::SqliteRow) -> StoredSeries {
         help: r.get("help_text"),
         unit: r.get("unit"),
         state: r.get("state"),
+        component_type: r.get("component_type"),
     }
 }
 
