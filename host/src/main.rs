@@ -6,6 +6,11 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use vigil_host::config::{Cli, Command, Config, LogFormat};
 
+// Request handlers allocate what the single ingest writer frees; mimalloc keeps
+// that cross-thread traffic off a global lock (glibc malloc contended here).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

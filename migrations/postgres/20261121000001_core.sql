@@ -18,7 +18,8 @@ CREATE TABLE series (
     unit            TEXT NOT NULL DEFAULT '',
     buckets         TEXT,
     state           TEXT,
-    state_seq       BIGINT NOT NULL DEFAULT 0,
+    last_bits       BIGINT,
+    last_ts         BIGINT,
     deleted         BOOLEAN NOT NULL DEFAULT FALSE,
     UNIQUE (component, metric_name, labels)
 );
@@ -31,3 +32,10 @@ CREATE TABLE samples (
 );
 CREATE INDEX samples_ts ON samples (ts);
 CREATE INDEX samples_series_seq ON samples (series_id, seq);
+
+-- Every sample with seq <= checkpoint_seq is reflected in series.last_*.
+CREATE TABLE ingest_checkpoint (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    checkpoint_seq  BIGINT NOT NULL
+);
+INSERT INTO ingest_checkpoint (id, checkpoint_seq) VALUES (1, 0);

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use vigil_host::metrics::model::MetricKind;
 use vigil_host::store::{
-    self, Component, ComponentTouch, NewSeries, SampleQuery, SampleRow, SeriesRef, Store,
-    WriteBatch,
+    self, Component, ComponentTouch, LatestValue, NewSeries, SampleQuery, SampleRow, SeriesRef,
+    Store, WriteBatch,
 };
 use vigil_tests::{Backend, TestDatabase};
 
@@ -52,7 +52,7 @@ async fn commit_assigns_series_ids_and_samples_come_back_in_sequence_order(backe
             i as f64 + 0.25,
         ));
     }
-    let ids = store.commit(&batch).await.expect("commit");
+    let ids = store.commit(&batch).await.expect("commit").new_ids;
     assert_eq!(ids.len(), 2);
     assert_ne!(ids[0], ids[1]);
     let rows = store
@@ -121,15 +121,16 @@ async fn a_failing_commit_leaves_nothing_behind(backend: Backend) {
     assert!(rows.is_empty(), "{rows:?}");
 }
 
-async fn latest_sample_and_aggregate_state_survive_reopening(backend: Backend) {
+async fn latest_values_checkpoint_and_aggregate_state_survive_reopening(backend: Backend) {
     let db = TestDatabase::new(&backend).await;
     let store = open(&db).await;
-    let ids = store
+    let committed = store
         .commit(&WriteBatch {
-            new_series: vec![series("w1", "a", "{}")],
+            new_series: vec![series("w1", "a", "{}"), series("w1", "b", "{}")],
             samples: vec![
                 sample(SeriesRef::New(0), 10, 1.0),
                 sample(SeriesRef::New(0), 5, 2.0),
+                sample(SeriesRef::New(1), 5, 0.1),
             ],
             states: vec![(SeriesRef::New(0), r#"{"kind":"x"}"#.into())],
             components: vec![ComponentTouch {
@@ -140,19 +141,54 @@ async fn latest_sample_and_aggregate_state_survive_reopening(backend: Backend) {
         })
         .await
         .expect("commit");
+    let ids = committed.new_ids.clone();
+    assert!(committed.last_seq > 0);
+    assert_eq!(store.checkpoint_seq().await.expect("seq"), 0);
+    // A value whose decimal form does not round-trip through short strings.
+    let tricky = 0.1 + 0.2;
+    store
+        .save_latest(&[LatestValue {
+            series_id: ids[1],
+            value: tricky,
+            ts_ms: 5,
+        }])
+        .await
+        .expect("save");
+    store
+        .set_checkpoint_seq(committed.last_seq)
+        .await
+        .expect("seq");
+    // The checkpoint never moves backwards.
+    store.set_checkpoint_seq(1).await.expect("seq");
+    let later = store
+        .commit(&WriteBatch {
+            samples: vec![sample(SeriesRef::Known(ids[0]), 20, 3.0)],
+            ..Default::default()
+        })
+        .await
+        .expect("commit");
     drop(store);
     let store = open(&db).await;
-    let latest = store.load_latest().await.expect("latest");
-    assert_eq!(latest.len(), 1);
-    // Latest by sequence, not by timestamp.
-    assert_eq!((latest[0].series_id, latest[0].value), (ids[0], 2.0));
-    let series = store.load_series().await.expect("series");
-    assert_eq!(series[0].state.as_deref(), Some(r#"{"kind":"x"}"#));
+    assert_eq!(
+        store.checkpoint_seq().await.expect("seq"),
+        committed.last_seq
+    );
+    let loaded = store.load_series().await.expect("series");
+    assert_eq!(loaded.len(), 2);
+    assert_eq!(loaded[0].state.as_deref(), Some(r#"{"kind":"x"}"#));
+    assert_eq!(loaded[0].last, None);
+    assert_eq!(loaded[1].last, Some((tricky, 5)));
+    let after = store.load_after(committed.last_seq).await.expect("replay");
+    assert_eq!(after.len(), 1);
+    assert_eq!(
+        (after[0].seq, after[0].series_id, after[0].value),
+        (later.last_seq, ids[0], 3.0)
+    );
     let components = store.list_components().await.expect("components");
     assert_eq!(components.len(), 1);
     assert_eq!(components[0].last_heartbeat_ms, 42);
     let since = store.load_since(&ids, 6).await.expect("since");
-    assert_eq!(since.len(), 1);
+    assert_eq!(since.len(), 2);
     assert_eq!(since[0].value, 1.0);
 }
 
@@ -169,7 +205,8 @@ async fn deleted_series_leave_loading_but_stay_findable_and_revive(backend: Back
             ..Default::default()
         })
         .await
-        .expect("commit");
+        .expect("commit")
+        .new_ids;
     assert_eq!(store.delete_series_of("w1").await.expect("delete"), 1);
     assert_eq!(store.delete_series_of("w1").await.expect("delete"), 0);
     let live: Vec<i64> = store
@@ -199,7 +236,7 @@ async fn deleted_series_leave_loading_but_stay_findable_and_revive(backend: Back
         })
         .await
         .expect("commit");
-    assert_eq!(again, vec![ids[0]]);
+    assert_eq!(again.new_ids, vec![ids[0]]);
     assert_eq!(store.load_series().await.expect("series").len(), 2);
 }
 
@@ -273,7 +310,7 @@ async fn components_register_heartbeat_and_list(backend: Backend) {
 vigil_tests::backend_tests!(
     commit_assigns_series_ids_and_samples_come_back_in_sequence_order,
     a_failing_commit_leaves_nothing_behind,
-    latest_sample_and_aggregate_state_survive_reopening,
+    latest_values_checkpoint_and_aggregate_state_survive_reopening,
     deleted_series_leave_loading_but_stay_findable_and_revive,
     retention_deletes_only_old_samples_in_bounded_batches,
     components_register_heartbeat_and_list,

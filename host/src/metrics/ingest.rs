@@ -6,8 +6,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use tokio::sync::{mpsc, oneshot};
 
 use super::aggregate::{
@@ -16,7 +17,7 @@ use super::aggregate::{
 use super::index::{IdMap, IndexView, NewEntry, SeriesIndex, SeriesKey, SeriesUpdate, SeriesValue};
 use super::model::{series_fingerprint, ItemError, MetricKind, PreparedMetric, PreparedReport};
 use crate::store::{
-    ComponentTouch, NewSeries, SampleRow, SeriesRef, Store, StoreError, WriteBatch,
+    ComponentTouch, LatestValue, NewSeries, SampleRow, SeriesRef, Store, StoreError, WriteBatch,
 };
 use crate::telemetry::SelfMetrics;
 
@@ -57,7 +58,8 @@ impl IngestHandle {
     }
 }
 
-/// Starts the writer task; it ends when every handle is dropped and the queue is drained.
+/// Starts the writer task; it ends when every handle is dropped and the queue is
+/// drained, after writing a final ingest checkpoint.
 pub fn spawn_writer(
     store: Arc<dyn Store>,
     index: Arc<SeriesIndex>,
@@ -65,28 +67,156 @@ pub fn spawn_writer(
 ) -> (IngestHandle, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<WriteJob>(256);
     let task = tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let mut samples = first.report.metrics.len();
-            let mut jobs = vec![first];
-            while samples < MAX_GROUP_SAMPLES {
+        let mut checkpoint = Checkpoint::new();
+        loop {
+            let next = if checkpoint.in_progress() {
                 match rx.try_recv() {
-                    Ok(job) => {
-                        samples += job.report.metrics.len();
-                        jobs.push(job);
+                    Ok(job) => Some(job),
+                    Err(mpsc::error::TryRecvError::Empty) => None,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            } else if checkpoint.has_dirty() {
+                match tokio::time::timeout(checkpoint.time_left(), rx.recv()).await {
+                    Ok(Some(job)) => Some(job),
+                    Ok(None) => break,
+                    Err(_) => None,
+                }
+            } else {
+                match rx.recv().await {
+                    Some(job) => Some(job),
+                    None => break,
+                }
+            };
+            if let Some(first) = next {
+                let mut samples = first.report.metrics.len();
+                let mut jobs = vec![first];
+                while samples < MAX_GROUP_SAMPLES {
+                    match rx.try_recv() {
+                        Ok(job) => {
+                            samples += job.report.metrics.len();
+                            jobs.push(job);
+                        }
+                        Err(_) => break,
                     }
-                    Err(_) => break,
+                }
+                if let Some(done) = commit_group(store.as_ref(), &index, &metrics, jobs).await {
+                    checkpoint.record(done);
                 }
             }
-            commit_group(store.as_ref(), &index, &metrics, jobs).await;
+            if let Err(e) = checkpoint.step(store.as_ref()).await {
+                tracing::warn!(error = %e, "ingest checkpoint failed; retrying later");
+            }
+        }
+        if let Err(e) = checkpoint.finish(store.as_ref()).await {
+            tracing::warn!(error = %e, "final ingest checkpoint failed; the next start replays more");
         }
         tracing::debug!("ingest writer drained and stopped");
     });
     (IngestHandle { tx }, task)
 }
 
+/// How often latest values are checkpointed, and how many rows one step writes.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+const CHECKPOINT_CHUNK: usize = 5_000;
+
+/// What a successful group commit changed, for the checkpoint.
+struct CommitDone {
+    last_seq: i64,
+    scalars: Vec<LatestValue>,
+}
+
+/// Write-behind checkpoint of the latest counter and gauge values, so a start
+/// reads `series` plus the samples after `checkpoint_seq` instead of searching
+/// the whole log. Written in small chunks between group commits.
+struct Checkpoint {
+    dirty: FxHashMap<i64, (f64, i64)>,
+    last_seq: i64,
+    pending: Vec<LatestValue>,
+    pending_seq: i64,
+    started: Instant,
+}
+
+impl Checkpoint {
+    fn new() -> Self {
+        Checkpoint {
+            dirty: FxHashMap::default(),
+            last_seq: 0,
+            pending: Vec::new(),
+            pending_seq: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn in_progress(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    fn time_left(&self) -> Duration {
+        CHECKPOINT_EVERY.saturating_sub(self.started.elapsed())
+    }
+
+    fn record(&mut self, done: CommitDone) {
+        self.last_seq = self.last_seq.max(done.last_seq);
+        for v in done.scalars {
+            self.dirty.insert(v.series_id, (v.value, v.ts_ms));
+        }
+    }
+
+    fn snapshot(&mut self) {
+        self.pending = self
+            .dirty
+            .drain()
+            .map(|(series_id, (value, ts_ms))| LatestValue {
+                series_id,
+                value,
+                ts_ms,
+            })
+            .collect();
+        self.pending_seq = self.last_seq;
+        self.started = Instant::now();
+    }
+
+    /// Writes one chunk of a running checkpoint, or starts one when due.
+    async fn step(&mut self, store: &dyn Store) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            if self.dirty.is_empty() || self.time_left() > Duration::ZERO {
+                return Ok(());
+            }
+            self.snapshot();
+        }
+        let cut = self.pending.len().saturating_sub(CHECKPOINT_CHUNK);
+        store.save_latest(&self.pending[cut..]).await?;
+        self.pending.truncate(cut);
+        if self.pending.is_empty() {
+            store.set_checkpoint_seq(self.pending_seq).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything outstanding (at shutdown).
+    async fn finish(&mut self, store: &dyn Store) -> Result<(), StoreError> {
+        while self.in_progress() {
+            self.step(store).await?;
+        }
+        if self.has_dirty() {
+            self.snapshot();
+            while self.in_progress() {
+                self.step(store).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Per-series plan of one group.
 struct Planned {
     series: SeriesRef,
+    /// Timestamp of the last sample planned for this series.
+    last_ts: i64,
     /// `(job, metric)` that created this plan entry (the series' identity).
     source: (usize, usize),
     value: SeriesValue,
@@ -105,12 +235,12 @@ fn conflict(index: usize, field: &str, reason: String) -> ItemError {
 fn check_conflicts(
     view: &IndexView<'_>,
     report: &PreparedReport,
-    group_kinds: &HashMap<String, MetricKind>,
+    group_kinds: &FxHashMap<String, MetricKind>,
     plan: &IdMap<u64, usize>,
     planned: &[Planned],
 ) -> Vec<ItemError> {
     let mut errors = Vec::new();
-    let mut kinds_here: HashMap<&str, MetricKind> = HashMap::new();
+    let mut kinds_here: FxHashMap<&str, MetricKind> = FxHashMap::default();
     let mut bounds_here: IdMap<u64, &[f64]> = IdMap::default();
     for (i, m) in report.metrics.iter().enumerate() {
         let known = match kinds_here.get(m.name.as_str()) {
@@ -188,7 +318,7 @@ async fn commit_group(
     index: &SeriesIndex,
     metrics: &SelfMetrics,
     jobs: Vec<WriteJob>,
-) {
+) -> Option<CommitDone> {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let mut batch = WriteBatch::default();
     let mut planned: Vec<Planned> = Vec::new();
@@ -199,8 +329,8 @@ async fn commit_group(
 
     index.with_view(|view| {
         let mut plan: IdMap<u64, usize> = IdMap::default();
-        let mut group_kinds: HashMap<String, MetricKind> = HashMap::new();
-        let mut components: HashMap<&str, &str> = HashMap::new();
+        let mut group_kinds: FxHashMap<String, MetricKind> = FxHashMap::default();
+        let mut components: FxHashMap<&str, &str> = FxHashMap::default();
         for (j, report) in reports.iter().enumerate() {
             let errors = check_conflicts(view, report, &group_kinds, &plan, &planned);
             if !errors.is_empty() {
@@ -244,6 +374,7 @@ async fn commit_group(
                         };
                         planned.push(Planned {
                             series,
+                            last_ts: m.ts_ms,
                             source: (j, i),
                             value,
                         });
@@ -252,6 +383,7 @@ async fn commit_group(
                     }
                 };
                 let p = &mut planned[slot];
+                p.last_ts = m.ts_ms;
                 match &mut p.value {
                     SeriesValue::Scalar(v) => *v = m.value,
                     SeriesValue::Aggregate(Aggregate::Histogram(h)) => h.observe(m.value),
@@ -287,7 +419,7 @@ async fn commit_group(
         }
     }
     if accepted.is_empty() {
-        return;
+        return None;
     }
     for p in &planned {
         if let SeriesValue::Aggregate(a) = &p.value {
@@ -300,9 +432,24 @@ async fn commit_group(
     let result = store.commit(&batch).await;
     metrics.observe_store_write(started.elapsed());
     match result {
-        Ok(ids) => {
+        Ok(committed) => {
+            let ids = committed.new_ids;
+            let mut scalars = Vec::new();
             let updates = planned
                 .into_iter()
+                .inspect(|p| {
+                    if let SeriesValue::Scalar(value) = p.value {
+                        let series_id = match p.series {
+                            SeriesRef::Known(id) => id,
+                            SeriesRef::New(n) => ids[n],
+                        };
+                        scalars.push(LatestValue {
+                            series_id,
+                            value,
+                            ts_ms: p.last_ts,
+                        });
+                    }
+                })
                 .map(|p| match p.series {
                     SeriesRef::Known(id) => SeriesUpdate::Value { id, value: p.value },
                     SeriesRef::New(n) => {
@@ -334,6 +481,10 @@ async fn commit_group(
             for (done, n) in accepted {
                 let _ = done.send(Ok(n));
             }
+            Some(CommitDone {
+                last_seq: committed.last_seq,
+                scalars,
+            })
         }
         Err(e) => {
             tracing::error!(error = %e, "group commit failed");
@@ -341,6 +492,7 @@ async fn commit_group(
             for (done, _) in accepted {
                 let _ = done.send(Err(IngestError::Store(StoreError::Setup(message.clone()))));
             }
+            None
         }
     }
 }
@@ -374,13 +526,18 @@ pub async fn rebuild_index(
     index: &SeriesIndex,
     now_ms: i64,
 ) -> Result<usize, StoreError> {
+    let checkpoint_seq = store.checkpoint_seq().await?;
     let series = store.load_series().await?;
-    let latest: HashMap<i64, f64> = store
-        .load_latest()
-        .await?
-        .into_iter()
-        .map(|l| (l.series_id, l.value))
+    let mut latest: HashMap<i64, f64> = series
+        .iter()
+        .filter_map(|s| s.last.map(|(value, _)| (s.id, value)))
         .collect();
+    let mut replayed = 0usize;
+    for sample in store.load_after(checkpoint_seq).await? {
+        latest.insert(sample.series_id, sample.value);
+        replayed += 1;
+    }
+    tracing::debug!(checkpoint_seq, replayed, "latest values rebuilt");
     let summary_ids: Vec<i64> = series
         .iter()
         .filter(|s| s.kind == MetricKind::Summary)
@@ -400,11 +557,11 @@ pub async fn rebuild_index(
     }
     let mut updates = Vec::new();
     for s in series {
-        let Some(&last) = latest.get(&s.id) else {
-            continue; // every sample expired by retention
-        };
         let value = match s.kind {
-            MetricKind::Counter | MetricKind::Gauge => SeriesValue::Scalar(last),
+            MetricKind::Counter | MetricKind::Gauge => match latest.get(&s.id) {
+                Some(&last) => SeriesValue::Scalar(last),
+                None => continue, // no value was ever committed
+            },
             MetricKind::Histogram | MetricKind::Summary => {
                 let Some(mut agg) = s
                     .state

@@ -58,6 +58,8 @@ pub struct StoredSeries {
     pub unit: String,
     /// Aggregate checkpoint (JSON) for histograms and summaries.
     pub state: Option<String>,
+    /// Latest value and its timestamp as of the ingest checkpoint.
+    pub last: Option<(f64, i64)>,
 }
 
 /// A series the writer creates (or revives) in this commit.
@@ -104,12 +106,21 @@ pub struct WriteBatch {
     pub components: Vec<ComponentTouch>,
 }
 
-/// Latest sample of a series.
+/// Latest value of a series, for the ingest checkpoint.
 #[derive(Clone, Copy, Debug)]
-pub struct LatestSample {
+pub struct LatestValue {
     pub series_id: i64,
-    pub ts_ms: i64,
     pub value: f64,
+    pub ts_ms: i64,
+}
+
+/// What a commit created.
+#[derive(Clone, Debug, Default)]
+pub struct Committed {
+    /// Ids of `new_series`, in order.
+    pub new_ids: Vec<i64>,
+    /// Sequence number of the last sample written (0 when none).
+    pub last_seq: i64,
 }
 
 /// A sample as returned by queries.
@@ -153,12 +164,18 @@ pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     /// A cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Writes a batch in one transaction; returns the ids of `new_series` in order.
-    async fn commit(&self, batch: &WriteBatch) -> Result<Vec<i64>, StoreError>;
-    /// Every series not deleted.
+    /// Writes a batch in one transaction.
+    async fn commit(&self, batch: &WriteBatch) -> Result<Committed, StoreError>;
+    /// Every series not deleted, with its checkpointed latest value.
     async fn load_series(&self) -> Result<Vec<StoredSeries>, StoreError>;
-    /// The latest sample of every series (by sequence).
-    async fn load_latest(&self) -> Result<Vec<LatestSample>, StoreError>;
+    /// Records latest values (one chunk of an ingest checkpoint).
+    async fn save_latest(&self, values: &[LatestValue]) -> Result<(), StoreError>;
+    /// Marks every sample up to `seq` as reflected in the saved latest values.
+    async fn set_checkpoint_seq(&self, seq: i64) -> Result<(), StoreError>;
+    /// The sequence number the saved latest values reflect.
+    async fn checkpoint_seq(&self) -> Result<i64, StoreError>;
+    /// Samples with a sequence number above `seq`, in order (replay after a checkpoint).
+    async fn load_after(&self, seq: i64) -> Result<Vec<StoredSample>, StoreError>;
     /// Samples of the given series at or after `since_ms`, in sequence order.
     async fn load_since(
         &self,

@@ -7,8 +7,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 
 use super::{
-    parse_capabilities, parse_kind, Component, Context, LatestSample, SampleQuery, SeriesRef,
-    Store, StoreError, StoredSample, StoredSeries, WriteBatch,
+    parse_capabilities, parse_kind, Committed, Component, Context, LatestValue, SampleQuery,
+    SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
 };
 
 pub struct PostgresStore {
@@ -60,6 +60,13 @@ fn series_from_row(r: &PgRow) -> StoredSeries {
         unit: r.get("unit"),
         state: r.get("state"),
         component_type: r.get("component_type"),
+        last: match (
+            r.get::<Option<i64>, _>("last_bits"),
+            r.get::<Option<i64>, _>("last_ts"),
+        ) {
+            (Some(bits), Some(ts)) => Some((f64::from_bits(bits as u64), ts)),
+            _ => None,
+        },
     }
 }
 
@@ -86,7 +93,7 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn commit(&self, batch: &WriteBatch) -> Result<Vec<i64>, StoreError> {
+    async fn commit(&self, batch: &WriteBatch) -> Result<Committed, StoreError> {
         let mut tx = self.pool.begin().await.context("beginning a write")?;
         let mut ids = Vec::with_capacity(batch.new_series.len());
         for s in &batch.new_series {
@@ -120,17 +127,22 @@ impl Store for PostgresStore {
             ts.push(row.ts_ms);
             values.push(row.value);
         }
+        let mut last_seq = 0;
         if n > 0 {
-            sqlx::query(
-                "INSERT INTO samples (series_id, ts, value)
-                 SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::float8[])",
+            last_seq = sqlx::query_scalar::<_, Option<i64>>(
+                "WITH appended AS (
+                   INSERT INTO samples (series_id, ts, value)
+                   SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::float8[])
+                   RETURNING seq)
+                 SELECT MAX(seq) FROM appended",
             )
             .bind(&series)
             .bind(&ts)
             .bind(&values)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await
-            .context("appending samples")?;
+            .context("appending samples")?
+            .unwrap_or(0);
         }
         for (s, state) in &batch.states {
             sqlx::query("UPDATE series SET state = $1 WHERE id = $2")
@@ -154,13 +166,16 @@ impl Store for PostgresStore {
             .context("recording a component")?;
         }
         tx.commit().await.context("committing a write")?;
-        Ok(ids)
+        Ok(Committed {
+            new_ids: ids,
+            last_seq,
+        })
     }
 
     async fn load_series(&self) -> Result<Vec<StoredSeries>, StoreError> {
         let rows = sqlx::query(
             "SELECT s.id, s.component, s.metric_name, s.metric_type, s.labels, s.help_text, s.unit,
-                    s.state, COALESCE(c.component_type, '') AS component_type
+                    s.state, s.last_bits, s.last_ts, COALESCE(c.component_type, '') AS component_type
              FROM series s LEFT JOIN components c ON c.name = s.component
              WHERE NOT s.deleted ORDER BY s.id",
         )
@@ -170,22 +185,54 @@ impl Store for PostgresStore {
         Ok(rows.iter().map(series_from_row).collect())
     }
 
-    async fn load_latest(&self) -> Result<Vec<LatestSample>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT ON (series_id) series_id, ts, value FROM samples
-             ORDER BY series_id, seq DESC",
+    async fn save_latest(&self, values: &[LatestValue]) -> Result<(), StoreError> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = values.iter().map(|v| v.series_id).collect();
+        let bits: Vec<i64> = values.iter().map(|v| v.value.to_bits() as i64).collect();
+        let ts: Vec<i64> = values.iter().map(|v| v.ts_ms).collect();
+        sqlx::query(
+            "UPDATE series SET last_bits = u.bits, last_ts = u.ts
+             FROM UNNEST($1::int8[], $2::int8[], $3::int8[]) AS u(id, bits, ts)
+             WHERE series.id = u.id",
         )
+        .bind(&ids)
+        .bind(&bits)
+        .bind(&ts)
+        .execute(&self.pool)
+        .await
+        .context("saving latest values")?;
+        Ok(())
+    }
+
+    async fn set_checkpoint_seq(&self, seq: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE ingest_checkpoint SET checkpoint_seq = GREATEST(checkpoint_seq, $1) WHERE id = 1",
+        )
+        .bind(seq)
+        .execute(&self.pool)
+        .await
+        .context("advancing the ingest checkpoint")?;
+        Ok(())
+    }
+
+    async fn checkpoint_seq(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT checkpoint_seq FROM ingest_checkpoint WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .context("reading the ingest checkpoint")
+    }
+
+    async fn load_after(&self, seq: i64) -> Result<Vec<StoredSample>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, series_id, ts, value FROM samples WHERE seq > $1 ORDER BY seq",
+        )
+        .bind(seq)
         .fetch_all(&self.pool)
         .await
-        .context("loading latest samples")?;
-        Ok(rows
-            .iter()
-            .map(|r| LatestSample {
-                series_id: r.get("series_id"),
-                ts_ms: r.get("ts"),
-                value: r.get("value"),
-            })
-            .collect())
+        .context("replaying samples after the checkpoint")?;
+        Ok(rows.iter().map(sample_from_row).collect())
     }
 
     async fn load_since(
@@ -213,7 +260,7 @@ impl Store for PostgresStore {
     ) -> Result<Vec<StoredSeries>, StoreError> {
         let rows = sqlx::query(
             "SELECT s.id, s.component, s.metric_name, s.metric_type, s.labels, s.help_text, s.unit,
-                    s.state, COALESCE(c.component_type, '') AS component_type
+                    s.state, s.last_bits, s.last_ts, COALESCE(c.component_type, '') AS component_type
              FROM series s LEFT JOIN components c ON c.name = s.component
              WHERE ($1::text IS NULL OR s.component = $1) AND ($2::text IS NULL OR s.metric_name = $2)
                AND ($3::int8[] IS NULL OR s.id = ANY($3))

@@ -10,8 +10,8 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    parse_capabilities, parse_kind, Component, Context, LatestSample, SampleQuery, SampleRow,
-    SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
+    parse_capabilities, parse_kind, Committed, Component, Context, LatestValue, SampleQuery,
+    SampleRow, SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
 };
 
 /// Sample rows per multi-row INSERT, largest first; every size is a cached statement.
@@ -30,6 +30,8 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
+            // 64 MiB page cache per connection (the default is 2 MiB).
+            .pragma("cache_size", "-65536")
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -60,11 +62,13 @@ fn resolve(series: SeriesRef, ids: &[i64]) -> i64 {
     }
 }
 
+/// Appends samples; returns the sequence number of the last one (0 if none).
 async fn insert_samples(
     tx: &mut Transaction<'_, Sqlite>,
     rows: &[SampleRow],
     ids: &[i64],
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
+    let mut last_seq = 0;
     let mut rest = rows;
     for size in CHUNKS {
         let sql = SqliteStore::insert_sql(size);
@@ -77,11 +81,12 @@ async fn insert_samples(
                     .bind(row.ts_ms)
                     .bind(row.value);
             }
-            q.execute(&mut **tx).await.context("appending samples")?;
+            let done = q.execute(&mut **tx).await.context("appending samples")?;
+            last_seq = done.last_insert_rowid();
             rest = tail;
         }
     }
-    Ok(())
+    Ok(last_seq)
 }
 
 fn ids_json(ids: &[i64]) -> String {
@@ -113,7 +118,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn commit(&self, batch: &WriteBatch) -> Result<Vec<i64>, StoreError> {
+    async fn commit(&self, batch: &WriteBatch) -> Result<Committed, StoreError> {
         let mut tx = self.pool.begin().await.context("beginning a write")?;
         let mut ids = Vec::with_capacity(batch.new_series.len());
         for s in &batch.new_series {
@@ -136,7 +141,7 @@ impl Store for SqliteStore {
             .context("creating a series")?;
             ids.push(id);
         }
-        insert_samples(&mut tx, &batch.samples, &ids).await?;
+        let last_seq = insert_samples(&mut tx, &batch.samples, &ids).await?;
         for (series, state) in &batch.states {
             sqlx::query("UPDATE series SET state = ? WHERE id = ?")
                 .bind(state)
@@ -160,13 +165,16 @@ impl Store for SqliteStore {
             .context("recording a component")?;
         }
         tx.commit().await.context("committing a write")?;
-        Ok(ids)
+        Ok(Committed {
+            new_ids: ids,
+            last_seq,
+        })
     }
 
     async fn load_series(&self) -> Result<Vec<StoredSeries>, StoreError> {
         let rows = sqlx::query(
             "SELECT s.id, s.component, s.metric_name, s.metric_type, s.labels, s.help_text, s.unit,
-                    s.state, COALESCE(c.component_type, '') AS component_type
+                    s.state, s.last_bits, s.last_ts, COALESCE(c.component_type, '') AS component_type
              FROM series s LEFT JOIN components c ON c.name = s.component
              WHERE s.deleted = 0 ORDER BY s.id",
         )
@@ -176,22 +184,53 @@ impl Store for SqliteStore {
         Ok(rows.iter().map(series_from_row).collect())
     }
 
-    async fn load_latest(&self) -> Result<Vec<LatestSample>, StoreError> {
-        // SQLite returns the other columns from the row holding MAX(seq).
-        let rows = sqlx::query(
-            "SELECT series_id, ts, value, MAX(seq) AS seq FROM samples GROUP BY series_id",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .context("loading latest samples")?;
-        Ok(rows
+    async fn save_latest(&self, values: &[LatestValue]) -> Result<(), StoreError> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        // One statement per chunk: [[id, f64 bits, ts], …] as JSON integers (exact).
+        let rows: Vec<[i64; 3]> = values
             .iter()
-            .map(|r| LatestSample {
-                series_id: r.get("series_id"),
-                ts_ms: r.get("ts"),
-                value: r.get("value"),
-            })
-            .collect())
+            .map(|v| [v.series_id, v.value.to_bits() as i64, v.ts_ms])
+            .collect();
+        let json = serde_json::to_string(&rows).unwrap_or_else(|_| "[]".into());
+        sqlx::query(
+            "UPDATE series SET last_bits = j.value ->> 1, last_ts = j.value ->> 2
+             FROM json_each(?) AS j WHERE series.id = j.value ->> 0",
+        )
+        .bind(json)
+        .execute(&self.pool)
+        .await
+        .context("saving latest values")?;
+        Ok(())
+    }
+
+    async fn set_checkpoint_seq(&self, seq: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE ingest_checkpoint SET checkpoint_seq = MAX(checkpoint_seq, ?) WHERE id = 1",
+        )
+        .bind(seq)
+        .execute(&self.pool)
+        .await
+        .context("advancing the ingest checkpoint")?;
+        Ok(())
+    }
+
+    async fn checkpoint_seq(&self) -> Result<i64, StoreError> {
+        sqlx::query_scalar("SELECT checkpoint_seq FROM ingest_checkpoint WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await
+            .context("reading the ingest checkpoint")
+    }
+
+    async fn load_after(&self, seq: i64) -> Result<Vec<StoredSample>, StoreError> {
+        let rows =
+            sqlx::query("SELECT seq, series_id, ts, value FROM samples WHERE seq > ? ORDER BY seq")
+                .bind(seq)
+                .fetch_all(&self.pool)
+                .await
+                .context("replaying samples after the checkpoint")?;
+        Ok(rows.iter().map(sample_from_row).collect())
     }
 
     async fn load_since(
@@ -219,7 +258,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredSeries>, StoreError> {
         let rows = sqlx::query(
             "SELECT s.id, s.component, s.metric_name, s.metric_type, s.labels, s.help_text, s.unit,
-                    s.state, COALESCE(c.component_type, '') AS component_type
+                    s.state, s.last_bits, s.last_ts, COALESCE(c.component_type, '') AS component_type
              FROM series s LEFT JOIN components c ON c.name = s.component
              WHERE (?1 IS NULL OR s.component = ?1) AND (?2 IS NULL OR s.metric_name = ?2)
                AND (?3 IS NULL OR s.id IN (SELECT value FROM json_each(?3)))
@@ -343,6 +382,13 @@ fn series_from_row(r: &sqlx::sqlite::SqliteRow) -> StoredSeries {
         unit: r.get("unit"),
         state: r.get("state"),
         component_type: r.get("component_type"),
+        last: match (
+            r.get::<Option<i64>, _>("last_bits"),
+            r.get::<Option<i64>, _>("last_ts"),
+        ) {
+            (Some(bits), Some(ts)) => Some((f64::from_bits(bits as u64), ts)),
+            _ => None,
+        },
     }
 }
 
