@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vigil_host::metrics::index::{
-    ExpositionFormat, SeriesIndex, SeriesKey, SeriesUpdate, SeriesValue,
+    ExpositionFormat, NewEntry, SeriesIndex, SeriesKey, SeriesUpdate, SeriesValue,
 };
-use vigil_host::metrics::model::MetricKind;
+use vigil_host::metrics::model::{series_fingerprint, MetricKind};
 use vigil_host::telemetry::{render_export, SelfMetrics};
 
 fn build_index(series: usize) -> SeriesIndex {
@@ -27,22 +27,24 @@ fn build_index(series: usize) -> SeriesIndex {
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let name = format!("load_metric_{}", i % 100);
-        updates.push(SeriesUpdate {
+        let component = format!("load-{}", i % 8);
+        let labels_key = serde_json::to_string(&labels).expect("labels serialize");
+        updates.push(SeriesUpdate::New(Box::new(NewEntry {
             id: i as i64 + 1,
+            fingerprint: series_fingerprint(&component, &name, &labels_key),
             key: SeriesKey {
-                component: Arc::from(format!("load-{}", i % 8).as_str()),
+                component: Arc::from(component.as_str()),
                 name: Arc::from(name.as_str()),
-                labels: serde_json::to_string(&labels).expect("labels serialize"),
+                labels: labels_key,
             },
             kind: MetricKind::Gauge,
             labels,
             help: "A load-test gauge".into(),
             unit: String::new(),
             value: SeriesValue::Scalar(i as f64 * 1.5),
-            updated_ms: 0,
-        });
+        })));
     }
-    index.apply(updates);
+    index.apply(updates, 0);
     index
 }
 

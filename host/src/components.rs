@@ -37,13 +37,11 @@ pub struct ComponentStatus {
 impl ComponentDirectory {
     /// Loads every registered component from the store.
     pub async fn load(store: &dyn Store) -> Result<Self, StoreError> {
+        let known = store.list_components().await?;
         let dir = ComponentDirectory::default();
-        {
-            let mut map = dir.last_seen.write();
-            for c in store.list_components().await? {
-                map.insert(c.name, c.last_heartbeat_ms);
-            }
-        }
+        dir.last_seen
+            .write()
+            .extend(known.into_iter().map(|c| (c.name, c.last_heartbeat_ms)));
         Ok(dir)
     }
 

@@ -427,7 +427,7 @@ async fn query_filters_by_component_metric_labels_and_time_range(backend: Backen
     );
     server
         .report_ok(&report(
-            &a,
+            a,
             [
                 gauge("m1", 1.0)
                     .at(t0)
@@ -446,7 +446,7 @@ async fn query_filters_by_component_metric_labels_and_time_range(backend: Backen
         .await;
     server
         .report_ok(&report(
-            &b,
+            b,
             [gauge("m1", 4.0)
                 .at(t1)
                 .label("env", "prod")
@@ -454,14 +454,16 @@ async fn query_filters_by_component_metric_labels_and_time_range(backend: Backen
         ))
         .await;
 
-    let cases: Vec<(Vec<(&str, &str)>, Vec<f64>)> = vec![
+    // (query parameters, expected values in ingest order)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Vec<f64>);
+    let cases: Vec<Case> = vec![
         (vec![], vec![1.0, 2.0, 3.0, 4.0]),
-        (vec![("component_name", &a)], vec![1.0, 2.0, 3.0]),
-        (vec![("component_name", &b)], vec![4.0]),
+        (vec![("component_name", a)], vec![1.0, 2.0, 3.0]),
+        (vec![("component_name", b)], vec![4.0]),
         (vec![("component_name", "nobody")], vec![]),
         (vec![("metric_name", "m1")], vec![1.0, 2.0, 4.0]),
         (
-            vec![("component_name", &a), ("metric_name", "m1")],
+            vec![("component_name", a), ("metric_name", "m1")],
             vec![1.0, 2.0],
         ),
         (vec![("label", "env=prod")], vec![1.0, 3.0, 4.0]),
@@ -472,7 +474,7 @@ async fn query_filters_by_component_metric_labels_and_time_range(backend: Backen
         ),
         (vec![("label", "env=prod"), ("label", "zone!=y")], vec![1.0]),
         (
-            vec![("label", "env=prod"), ("component_name", &a)],
+            vec![("label", "env=prod"), ("component_name", a)],
             vec![1.0, 3.0],
         ),
         (vec![("start", t1)], vec![2.0, 3.0, 4.0]),
@@ -485,7 +487,7 @@ async fn query_filters_by_component_metric_labels_and_time_range(backend: Backen
             vec![2.0, 4.0],
         ),
         (
-            vec![("start", t1), ("end", t2), ("component_name", &b)],
+            vec![("start", t1), ("end", t2), ("component_name", b)],
             vec![4.0],
         ),
     ];

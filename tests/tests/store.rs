@@ -178,12 +178,18 @@ async fn latest_values_checkpoint_and_aggregate_state_survive_reopening(backend:
     assert_eq!(loaded[0].state.as_deref(), Some(r#"{"kind":"x"}"#));
     assert_eq!(loaded[0].last, None);
     assert_eq!(loaded[1].last, Some((tricky, 5)));
-    let after = store.load_after(committed.last_seq).await.expect("replay");
+    let after = store
+        .latest_after(committed.last_seq)
+        .await
+        .expect("replay");
     assert_eq!(after.len(), 1);
     assert_eq!(
-        (after[0].seq, after[0].series_id, after[0].value),
-        (later.last_seq, ids[0], 3.0)
+        (after[0].series_id, after[0].value, after[0].ts_ms),
+        (ids[0], 3.0, 20)
     );
+    let everything = store.latest_after(0).await.expect("replay");
+    assert_eq!(everything.len(), 2, "{everything:?}");
+    assert!(later.last_seq > committed.last_seq);
     let components = store.list_components().await.expect("components");
     assert_eq!(components.len(), 1);
     assert_eq!(components[0].last_heartbeat_ms, 42);

@@ -117,7 +117,7 @@ pub fn spawn_writer(
 
 /// How often latest values are checkpointed, and how many rows one step writes.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
-const CHECKPOINT_CHUNK: usize = 5_000;
+const CHECKPOINT_CHUNK: usize = 1_000;
 
 /// What a successful group commit changed, for the checkpoint.
 struct CommitDone {
@@ -532,10 +532,10 @@ pub async fn rebuild_index(
         .iter()
         .filter_map(|s| s.last.map(|(value, _)| (s.id, value)))
         .collect();
-    let mut replayed = 0usize;
-    for sample in store.load_after(checkpoint_seq).await? {
-        latest.insert(sample.series_id, sample.value);
-        replayed += 1;
+    let after = store.latest_after(checkpoint_seq).await?;
+    let replayed = after.len();
+    for v in after {
+        latest.insert(v.series_id, v.value);
     }
     tracing::debug!(checkpoint_seq, replayed, "latest values rebuilt");
     let summary_ids: Vec<i64> = series

@@ -174,8 +174,9 @@ pub trait Store: Send + Sync + 'static {
     async fn set_checkpoint_seq(&self, seq: i64) -> Result<(), StoreError>;
     /// The sequence number the saved latest values reflect.
     async fn checkpoint_seq(&self) -> Result<i64, StoreError>;
-    /// Samples with a sequence number above `seq`, in order (replay after a checkpoint).
-    async fn load_after(&self, seq: i64) -> Result<Vec<StoredSample>, StoreError>;
+    /// The latest sample of each series among those with a sequence number
+    /// above `seq` (what a start replays after the checkpoint).
+    async fn latest_after(&self, seq: i64) -> Result<Vec<LatestValue>, StoreError>;
     /// Samples of the given series at or after `since_ms`, in sequence order.
     async fn load_since(
         &self,

@@ -224,15 +224,23 @@ impl Store for PostgresStore {
             .context("reading the ingest checkpoint")
     }
 
-    async fn load_after(&self, seq: i64) -> Result<Vec<StoredSample>, StoreError> {
+    async fn latest_after(&self, seq: i64) -> Result<Vec<LatestValue>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, series_id, ts, value FROM samples WHERE seq > $1 ORDER BY seq",
+            "SELECT DISTINCT ON (series_id) series_id, value, ts FROM samples
+             WHERE seq > $1 ORDER BY series_id, seq DESC",
         )
         .bind(seq)
         .fetch_all(&self.pool)
         .await
         .context("replaying samples after the checkpoint")?;
-        Ok(rows.iter().map(sample_from_row).collect())
+        Ok(rows
+            .iter()
+            .map(|r| LatestValue {
+                series_id: r.get("series_id"),
+                value: r.get("value"),
+                ts_ms: r.get("ts"),
+            })
+            .collect())
     }
 
     async fn load_since(

@@ -223,14 +223,23 @@ impl Store for SqliteStore {
             .context("reading the ingest checkpoint")
     }
 
-    async fn load_after(&self, seq: i64) -> Result<Vec<StoredSample>, StoreError> {
-        let rows =
-            sqlx::query("SELECT seq, series_id, ts, value FROM samples WHERE seq > ? ORDER BY seq")
-                .bind(seq)
-                .fetch_all(&self.pool)
-                .await
-                .context("replaying samples after the checkpoint")?;
-        Ok(rows.iter().map(sample_from_row).collect())
+    async fn latest_after(&self, seq: i64) -> Result<Vec<LatestValue>, StoreError> {
+        // SQLite takes the bare columns from the row holding MAX(seq).
+        let rows = sqlx::query(
+            "SELECT series_id, value, ts, MAX(seq) AS seq FROM samples WHERE seq > ? GROUP BY series_id",
+        )
+        .bind(seq)
+        .fetch_all(&self.pool)
+        .await
+        .context("replaying samples after the checkpoint")?;
+        Ok(rows
+            .iter()
+            .map(|r| LatestValue {
+                series_id: r.get("series_id"),
+                value: r.get("value"),
+                ts_ms: r.get("ts"),
+            })
+            .collect())
     }
 
     async fn load_since(
