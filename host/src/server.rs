@@ -184,13 +184,16 @@ async fn serve(listener: TcpListener, app: axum::Router, mut stop: watch::Receiv
     }
 }
 
-/// Deletes samples older than the retention in bounded batches.
+/// Deletes samples older than the retention in bounded batches: once at
+/// start, then every retention/10 (between 1 s and 60 s).
 async fn retention_loop(state: AppState, mut stop: watch::Receiver<bool>) {
     let every =
         (state.config.retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let cutoff =

@@ -52,3 +52,49 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
 pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
     Json(openapi_document())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_in_the_router_is_in_the_openapi_document() {
+        let doc = openapi_document();
+        for (method, path, _) in crate::api::route_table() {
+            let item = doc.paths.paths.get(path).unwrap_or_else(|| {
+                panic!("{path} is routed but missing from the OpenAPI document")
+            });
+            let documented = match method.as_str() {
+                "GET" => item.get.is_some(),
+                "POST" => item.post.is_some(),
+                "DELETE" => item.delete.is_some(),
+                "PUT" => item.put.is_some(),
+                "PATCH" => item.patch.is_some(),
+                other => panic!("unexpected method {other}"),
+            };
+            assert!(documented, "{method} {path} is routed but not documented");
+        }
+    }
+
+    #[test]
+    fn every_documented_operation_is_routed() {
+        let routed: Vec<(String, &str)> = crate::api::route_table()
+            .into_iter()
+            .map(|(m, p, _)| (m.to_string(), p))
+            .collect();
+        for (path, item) in &openapi_document().paths.paths {
+            for (method, op) in [
+                ("GET", &item.get),
+                ("POST", &item.post),
+                ("DELETE", &item.delete),
+            ] {
+                if op.is_some() {
+                    assert!(
+                        routed.iter().any(|(m, p)| m == method && p == path),
+                        "{method} {path} is documented but not routed"
+                    );
+                }
+            }
+        }
+    }
+}
