@@ -57,7 +57,7 @@ fn measure(
     let mut bytes = 0;
     for _ in 0..30 {
         let started = Instant::now();
-        let body = render_export(index, own, format, 0, 0);
+        let body = render_export(index, own, None, format, 0, 0);
         times.push(started.elapsed());
         bytes = body.len();
     }

@@ -17,6 +17,7 @@ use crate::components::ComponentDirectory;
 use crate::config::Config;
 use crate::metrics::index::SeriesIndex;
 use crate::metrics::ingest::{rebuild_index, spawn_writer};
+use crate::plugins::{PluginEngine, PluginRegistry};
 use crate::store::{self, redact_url};
 use crate::telemetry::{SelfMetrics, SystemSampler};
 
@@ -36,6 +37,8 @@ pub enum StartError {
         url: String,
         source: store::StoreError,
     },
+    #[error("plugins: {0}")]
+    Plugins(String),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -101,6 +104,18 @@ pub async fn run(
     )?);
     tracing::info!(database = %url, backend = store.backend(), series = rebuilt, "store opened");
 
+    let engine = Arc::new(
+        PluginEngine::new(Some(config.data_dir.join("plugin-cache")))
+            .map_err(|e| StartError::Plugins(e.0))?,
+    );
+    let plugins = Arc::new(PluginRegistry::new(engine, config.plugin_dir.clone()));
+    plugins.load_all().await.map_err(|e| {
+        StartError::Plugins(format!(
+            "reading plugin directory {}: {e}",
+            config.plugin_dir.display()
+        ))
+    })?;
+
     let metrics = Arc::new(SelfMetrics::new());
     let (ingest, writer) = spawn_writer(store.clone(), index.clone(), metrics.clone());
     let config = Arc::new(config);
@@ -112,6 +127,7 @@ pub async fn run(
         metrics,
         components,
         sampler: Arc::new(SystemSampler::default()),
+        plugins: plugins.clone(),
     };
 
     let api_listener = bind(config.listen).await?;
@@ -138,6 +154,7 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
 
+    let watcher = tokio::spawn(plugins.clone().watch(stop_rx.clone()));
     let mut background: Vec<JoinHandle<()>> =
         vec![tokio::spawn(retention_loop(state.clone(), stop_rx.clone()))];
     if !config.self_report_interval.is_zero() {
@@ -166,6 +183,10 @@ pub async fn run(
     }
     for task in background {
         let _ = task.await;
+    }
+    let _ = watcher.await;
+    for plugin in plugins.running() {
+        plugin.drain().await;
     }
     // Every ingest handle is gone now: the writer drains its queue and stops.
     let _ = writer.await;

@@ -26,6 +26,12 @@ pub struct Check {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Extra numbers (e.g. plugins loaded, failed, quarantined).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<serde_json::Value>,
+    /// Whether a failure makes the whole answer 503.
+    pub critical: bool,
 }
 
 /// Readiness answer with per-check detail.
@@ -48,25 +54,36 @@ pub async fn health() -> Json<Health> {
         (status = 503, description = "A check fails", body = Readiness)))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let database = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => Check {
-            ok: true,
-            error: None,
-        },
-        Ok(Err(e)) => Check {
-            ok: false,
-            error: Some(e.to_string()),
-        },
-        Err(_) => Check {
-            ok: false,
-            error: Some(format!(
-                "{} did not answer within 2s",
-                state.store.backend()
-            )),
-        },
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some(format!(
+            "{} did not answer within 2s",
+            state.store.backend()
+        )),
+    };
+    let database = Check {
+        ok: database.is_none(),
+        error: database,
+        detail: None,
+        critical: true,
+    };
+    let (loaded, failed, quarantined) = state.plugins.counts();
+    let plugins = Check {
+        ok: failed == 0 && quarantined == 0,
+        error: (failed + quarantined > 0).then(|| {
+            format!(
+                "{failed} plugin(s) failed to load, {quarantined} quarantined; see /api/v2/plugins"
+            )
+        }),
+        detail: Some(
+            serde_json::json!({"loaded": loaded, "failed": failed, "quarantined": quarantined}),
+        ),
+        critical: false,
     };
     let ok = database.ok;
     let mut checks = BTreeMap::new();
     checks.insert("database", database);
+    checks.insert("plugins", plugins);
     let status = if ok {
         StatusCode::OK
     } else {

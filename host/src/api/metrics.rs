@@ -378,6 +378,7 @@ pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap) -> im
     let body = render_export(
         &state.index,
         &state.metrics,
+        Some(&state.plugins),
         format,
         now_ms(),
         state.config.series_ttl.as_millis() as i64,

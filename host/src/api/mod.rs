@@ -8,6 +8,7 @@ pub mod error;
 mod health;
 mod metrics;
 mod openapi;
+mod plugins;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,11 +27,13 @@ use crate::components::ComponentDirectory;
 use crate::config::Config;
 use crate::metrics::index::SeriesIndex;
 use crate::metrics::ingest::IngestHandle;
+use crate::plugins::PluginRegistry;
 use crate::store::Store;
 use crate::telemetry::{SelfMetrics, SystemSampler};
 
 pub use metrics::self_report_for;
 pub use openapi::openapi_document;
+pub use plugins::status_of as plugin_status;
 
 /// Everything handlers share.
 #[derive(Clone)]
@@ -42,6 +45,7 @@ pub struct AppState {
     pub metrics: Arc<SelfMetrics>,
     pub components: Arc<ComponentDirectory>,
     pub sampler: Arc<SystemSampler>,
+    pub plugins: Arc<PluginRegistry>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -86,6 +90,12 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::POST,
             "/api/v2/components/{name}/heartbeat",
             post(components::heartbeat),
+        ),
+        (Method::GET, "/api/v2/plugins", get(plugins::list)),
+        (
+            Method::POST,
+            "/api/v2/plugins/{name}/reload",
+            post(plugins::reload),
         ),
     ]
 }

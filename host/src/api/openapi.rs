@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{components, error, health, metrics};
+use super::{components, error, health, metrics, plugins};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,8 @@ use super::{components, error, health, metrics};
         components::list,
         components::register,
         components::heartbeat,
+        plugins::list,
+        plugins::reload,
     ),
     components(schemas(error::ErrorBody, crate::metrics::model::MetricReport)),
     modifiers(&BearerAuth)

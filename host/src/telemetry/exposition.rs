@@ -1,7 +1,10 @@
 //! The combined scrape answer: reported series from the latest-value index
 //! followed by the host's own metrics, in Prometheus text 0.0.4 or OpenMetrics 1.0.
 
-use crate::metrics::index::{ExpositionFormat, SeriesIndex};
+use std::sync::atomic::Ordering;
+
+use crate::metrics::index::{escape_label_value, write_value, ExpositionFormat, SeriesIndex};
+use crate::plugins::{PluginCondition, PluginRegistry};
 
 use super::SelfMetrics;
 
@@ -9,18 +12,110 @@ use super::SelfMetrics;
 pub fn render_export(
     index: &SeriesIndex,
     own: &SelfMetrics,
+    plugins: Option<&PluginRegistry>,
     format: ExpositionFormat,
     now_ms: i64,
     ttl_ms: i64,
 ) -> String {
     let mut out = String::with_capacity(64 * 1024);
     index.render(&mut out, format, now_ms, ttl_ms);
+    if let Some(plugins) = plugins {
+        render_plugin_metrics(&mut out, plugins, format);
+    }
     let own_text = own.encode_openmetrics();
     match format {
         ExpositionFormat::OpenMetrics => out.push_str(&own_text),
         ExpositionFormat::Text => out.push_str(&openmetrics_to_text(&own_text)),
     }
     out
+}
+
+/// Per-plugin families: state, calls, errors, traps, restarts, denied
+/// outbound requests, call time and memory.
+pub fn render_plugin_metrics(out: &mut String, plugins: &PluginRegistry, format: ExpositionFormat) {
+    let snapshot = plugins.snapshot();
+    if snapshot.is_empty() {
+        return;
+    }
+    type Read = fn(&crate::plugins::Plugin) -> f64;
+    let families: [(&str, &str, bool, Read); 7] = [
+        ("vigil_plugin_calls", "Calls into the plugin", true, |p| {
+            p.stats.calls.load(Ordering::Relaxed) as f64
+        }),
+        (
+            "vigil_plugin_errors",
+            "Calls that failed or returned an error",
+            true,
+            |p| p.stats.errors.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "vigil_plugin_traps",
+            "Traps and blown deadlines (the instance was dropped)",
+            true,
+            |p| p.stats.traps.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "vigil_plugin_restarts",
+            "Instances re-created after a fault",
+            true,
+            |p| p.stats.restarts.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "vigil_plugin_denied_requests",
+            "Outbound HTTP requests denied by the allow-list",
+            true,
+            |p| p.stats.sandbox.denied_requests.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "vigil_plugin_call_seconds",
+            "Time spent in plugin calls",
+            true,
+            |p| p.stats.call_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        ),
+        (
+            "vigil_plugin_memory_bytes",
+            "Linear memory of the live instance",
+            false,
+            |p| p.stats.memory_bytes.load(Ordering::Relaxed) as f64,
+        ),
+    ];
+    let label = |out: &mut String, name: &str| {
+        out.push_str("{plugin=\"");
+        escape_label_value(out, name);
+        out.push_str("\"}");
+    };
+    out.push_str("# HELP vigil_plugin_up Whether the plugin is loaded and serving (0: failed or quarantined)\n# TYPE vigil_plugin_up gauge\n");
+    for (name, plugin, _) in &snapshot {
+        out.push_str("vigil_plugin_up");
+        label(out, name);
+        let up = plugin
+            .as_ref()
+            .is_some_and(|p| p.condition().0 == PluginCondition::Loaded);
+        out.push_str(if up { " 1\n" } else { " 0\n" });
+    }
+    for (family, help, counter, read) in families {
+        let sample = if counter {
+            format!("{family}_total")
+        } else {
+            family.to_string()
+        };
+        let header = if counter && format == ExpositionFormat::Text {
+            &sample
+        } else {
+            family
+        };
+        let kind = if counter { "counter" } else { "gauge" };
+        out.push_str(&format!("# HELP {header} {help}\n# TYPE {header} {kind}\n"));
+        for (name, plugin, _) in &snapshot {
+            if let Some(p) = plugin {
+                out.push_str(&sample);
+                label(out, name);
+                out.push(' ');
+                write_value(out, read(p));
+                out.push('\n');
+            }
+        }
+    }
 }
 
 /// Converts prometheus-client's OpenMetrics output to text format 0.0.4:

@@ -1,0 +1,482 @@
+//! `<name>.toml` plugin manifests: capabilities the host grants (outbound
+//! hosts, memory, call time) and the plugin's configuration, with `${ENV}`
+//! secret references resolved at load and never shown again. Also checks the
+//! configuration against the JSON Schema the plugin describes.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+
+/// Default memory cap per plugin instance.
+pub const DEFAULT_MEMORY_MB: u32 = 64;
+/// Largest memory cap a manifest may ask for.
+pub const MAX_MEMORY_MB: u32 = 1024;
+/// Default time cap per call.
+pub const DEFAULT_CALL_TIMEOUT_MS: u64 = 5_000;
+/// Largest time cap a manifest may ask for.
+pub const MAX_CALL_TIMEOUT_MS: u64 = 300_000;
+
+/// A manifest problem; the message names the file and key.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ManifestError(pub String);
+
+/// One origin a plugin may send HTTP requests to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowedHost {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl AllowedHost {
+    /// Parses `scheme://host[:port]` (no path); the port defaults by scheme.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let (scheme, rest) = raw
+            .split_once("://")
+            .ok_or_else(|| format!("`{raw}` must look like http://host:port or https://host"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return Err(format!("`{raw}`: only http and https are allowed")),
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() || rest.contains('/') || rest.contains('@') || rest.contains('?') {
+            return Err(format!(
+                "`{raw}`: give scheme, host and port only, no path or user"
+            ));
+        }
+        let (host, port) = split_host_port(rest).ok_or_else(|| format!("`{raw}`: invalid port"))?;
+        if host.is_empty() {
+            return Err(format!("`{raw}`: missing host"));
+        }
+        Ok(AllowedHost {
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port: port.unwrap_or(default_port),
+        })
+    }
+
+    /// Whether a request to `scheme://host:port` matches this entry.
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        self.scheme.eq_ignore_ascii_case(scheme)
+            && self
+                .host
+                .eq_ignore_ascii_case(host.trim_start_matches('[').trim_end_matches(']'))
+            && self.port == port
+    }
+}
+
+fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        // [v6]:port
+        let (host, after) = rest.split_once(']')?;
+        return match after.strip_prefix(':') {
+            Some(p) => Some((host, Some(p.parse().ok()?))),
+            None if after.is_empty() => Some((host, None)),
+            None => None,
+        };
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => Some((host, Some(port.parse().ok()?))),
+        None => Some((s, None)),
+    }
+}
+
+impl fmt::Display for AllowedHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+/// What the host grants a plugin.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Capabilities {
+    pub allowed_hosts: Vec<AllowedHost>,
+    pub memory_mb: u32,
+    pub call_timeout_ms: u64,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            allowed_hosts: Vec::new(),
+            memory_mb: DEFAULT_MEMORY_MB,
+            call_timeout_ms: DEFAULT_CALL_TIMEOUT_MS,
+        }
+    }
+}
+
+/// One configuration value; secrets print as `***`.
+#[derive(Clone, PartialEq)]
+pub struct ConfigValue {
+    pub value: serde_json::Value,
+    pub secret: bool,
+}
+
+impl fmt::Debug for ConfigValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.secret {
+            f.write_str("\"***\"")
+        } else {
+            write!(f, "{}", self.value)
+        }
+    }
+}
+
+impl ConfigValue {
+    /// The value as the plugin receives it (a string).
+    pub fn as_plugin_string(&self) -> String {
+        match &self.value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The value as the API shows it.
+    pub fn redacted(&self) -> serde_json::Value {
+        if self.secret {
+            serde_json::Value::String("***".into())
+        } else {
+            self.value.clone()
+        }
+    }
+}
+
+/// A parsed, resolved manifest.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PluginManifest {
+    pub capabilities: Capabilities,
+    pub config: BTreeMap<String, ConfigValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    capabilities: Option<RawCapabilities>,
+    #[serde(default)]
+    config: Option<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCapabilities {
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+    memory_mb: Option<u32>,
+    call_timeout_ms: Option<u64>,
+}
+
+impl PluginManifest {
+    /// Parses manifest text; `env` resolves `${NAME}` references.
+    pub fn parse(
+        text: &str,
+        file: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ManifestError> {
+        let raw: RawManifest =
+            toml::from_str(text).map_err(|e| ManifestError(format!("{file}: {}", e.message())))?;
+        let mut capabilities = Capabilities::default();
+        if let Some(c) = raw.capabilities {
+            for h in &c.allowed_hosts {
+                capabilities
+                    .allowed_hosts
+                    .push(AllowedHost::parse(h).map_err(|e| {
+                        ManifestError(format!("{file}: capabilities.allowed_hosts: {e}"))
+                    })?);
+            }
+            if let Some(mb) = c.memory_mb {
+                if mb == 0 || mb > MAX_MEMORY_MB {
+                    return Err(ManifestError(format!(
+                        "{file}: capabilities.memory_mb must be between 1 and {MAX_MEMORY_MB}"
+                    )));
+                }
+                capabilities.memory_mb = mb;
+            }
+            if let Some(ms) = c.call_timeout_ms {
+                if ms == 0 || ms > MAX_CALL_TIMEOUT_MS {
+                    return Err(ManifestError(format!(
+                        "{file}: capabilities.call_timeout_ms must be between 1 and {MAX_CALL_TIMEOUT_MS}"
+                    )));
+                }
+                capabilities.call_timeout_ms = ms;
+            }
+        }
+        let mut config = BTreeMap::new();
+        for (key, value) in raw.config.unwrap_or_default() {
+            let value = match value {
+                toml::Value::String(s) => {
+                    let (resolved, secret) = resolve_env(&s, &env)
+                        .map_err(|e| ManifestError(format!("{file}: config.{key}: {e}")))?;
+                    ConfigValue {
+                        value: serde_json::Value::String(resolved),
+                        secret,
+                    }
+                }
+                toml::Value::Integer(i) => ConfigValue {
+                    value: serde_json::Value::from(i),
+                    secret: false,
+                },
+                toml::Value::Float(f) => ConfigValue {
+                    value: serde_json::Number::from_f64(f)
+                        .map(serde_json::Value::Number)
+                        .ok_or_else(|| {
+                            ManifestError(format!("{file}: config.{key}: not a finite number"))
+                        })?,
+                    secret: false,
+                },
+                toml::Value::Boolean(b) => ConfigValue {
+                    value: serde_json::Value::Bool(b),
+                    secret: false,
+                },
+                _ => {
+                    return Err(ManifestError(format!(
+                        "{file}: config.{key}: only strings, numbers and booleans are supported"
+                    )))
+                }
+            };
+            config.insert(key, value);
+        }
+        Ok(PluginManifest {
+            capabilities,
+            config,
+        })
+    }
+
+    /// The configuration as a JSON object (for schema checks).
+    pub fn config_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.value.clone()))
+                .collect(),
+        )
+    }
+
+    /// The configuration with secrets replaced by `***`.
+    pub fn config_redacted(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.config
+                .iter()
+                .map(|(k, v)| (k.clone(), v.redacted()))
+                .collect(),
+        )
+    }
+}
+
+/// Replaces `${NAME}` with the variable's value; a value that used any
+/// reference is a secret.
+fn resolve_env(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<(String, bool), String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    let mut secret = false;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| "unterminated `${` reference".to_string())?;
+        let name = &after[..end];
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "`${{{name}}}` is not a valid environment variable reference"
+            ));
+        }
+        let value = env(name).ok_or_else(|| format!("refers to ${{{name}}}, which is not set"))?;
+        out.push_str(&value);
+        secret = true;
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok((out, secret))
+}
+
+/// Checks a config object against the subset of JSON Schema plugins use:
+/// `type: object`, `properties` with `type` (string, integer, number,
+/// boolean), `enum`, `minimum`, `maximum`, `minLength`, `format: uri`,
+/// `required` and `additionalProperties: false`. Every problem is listed.
+pub fn check_config(schema_text: &str, config: &serde_json::Value) -> Result<(), Vec<String>> {
+    use serde_json::Value;
+    let schema: Value = serde_json::from_str(schema_text)
+        .map_err(|e| vec![format!("the plugin's config schema is not valid JSON: {e}")])?;
+    let Some(schema) = schema.as_object() else {
+        return Err(vec![
+            "the plugin's config schema is not a JSON object".into()
+        ]);
+    };
+    let Some(config) = config.as_object() else {
+        return Err(vec!["config must be a table".into()]);
+    };
+    let mut errors = Vec::new();
+    let properties = schema.get("properties").and_then(Value::as_object);
+    if let Some(required) = schema.get("required").and_then(Value::as_array) {
+        for key in required.iter().filter_map(Value::as_str) {
+            if !config.contains_key(key) {
+                errors.push(format!("config.{key}: required by the plugin"));
+            }
+        }
+    }
+    let closed = schema.get("additionalProperties") == Some(&Value::Bool(false));
+    for (key, value) in config {
+        let Some(prop) = properties
+            .and_then(|p| p.get(key))
+            .and_then(Value::as_object)
+        else {
+            if closed {
+                let known: Vec<&str> = properties
+                    .map(|p| p.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                errors.push(format!(
+                    "config.{key}: unknown key; the plugin accepts {}",
+                    if known.is_empty() {
+                        "no keys".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+            }
+            continue;
+        };
+        let type_ok = match prop.get("type").and_then(Value::as_str) {
+            Some("string") => value.is_string(),
+            Some("integer") => value.is_i64() || value.is_u64(),
+            Some("number") => value.is_number(),
+            Some("boolean") => value.is_boolean(),
+            _ => true,
+        };
+        if !type_ok {
+            errors.push(format!(
+                "config.{key}: expected {}",
+                prop.get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("another type")
+            ));
+            continue;
+        }
+        if let Some(allowed) = prop.get("enum").and_then(Value::as_array) {
+            if !allowed.contains(value) {
+                errors.push(format!(
+                    "config.{key}: must be one of {}",
+                    Value::Array(allowed.clone())
+                ));
+            }
+        }
+        if let (Some(n), Some(min)) = (value.as_f64(), prop.get("minimum").and_then(Value::as_f64))
+        {
+            if n < min {
+                errors.push(format!("config.{key}: must be at least {min}"));
+            }
+        }
+        if let (Some(n), Some(max)) = (value.as_f64(), prop.get("maximum").and_then(Value::as_f64))
+        {
+            if n > max {
+                errors.push(format!("config.{key}: must be at most {max}"));
+            }
+        }
+        if let (Some(s), Some(min)) = (
+            value.as_str(),
+            prop.get("minLength").and_then(Value::as_u64),
+        ) {
+            if (s.chars().count() as u64) < min {
+                errors.push(format!("config.{key}: must be at least {min} characters"));
+            }
+        }
+        if prop.get("format").and_then(Value::as_str) == Some("uri") {
+            if let Some(s) = value.as_str() {
+                if !(s.starts_with("http://") || s.starts_with("https://")) || s.len() < 10 {
+                    errors.push(format!("config.{key}: must be an http(s) URL"));
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "ES_API_KEY").then(|| "s3cret".to_string())
+    }
+
+    #[test]
+    fn manifests_grant_hosts_caps_and_resolve_secrets() {
+        let m = PluginManifest::parse(
+            r#"
+            [capabilities]
+            allowed_hosts = ["http://127.0.0.1:9200", "https://logs.example.com"]
+            memory_mb = 32
+            call_timeout_ms = 2000
+            [config]
+            endpoint = "http://127.0.0.1:9200"
+            api_key = "ApiKey ${ES_API_KEY}"
+            batch = 500
+            "#,
+            "es.toml",
+            env,
+        )
+        .unwrap();
+        assert_eq!(m.capabilities.memory_mb, 32);
+        assert!(m.capabilities.allowed_hosts[0].allows("http", "127.0.0.1", 9200));
+        assert!(m.capabilities.allowed_hosts[1].allows("https", "logs.example.com", 443));
+        assert!(!m.capabilities.allowed_hosts[1].allows("http", "logs.example.com", 443));
+        assert_eq!(m.config["api_key"].as_plugin_string(), "ApiKey s3cret");
+        assert!(!format!("{m:?}").contains("s3cret"));
+        assert!(!m.config_redacted().to_string().contains("s3cret"));
+        assert_eq!(m.config["batch"].as_plugin_string(), "500");
+    }
+
+    #[test]
+    fn bad_manifests_name_the_problem() {
+        for (text, needle) in [
+            (
+                "[capabilities]\nallowed_hosts = [\"ftp://x\"]",
+                "only http and https",
+            ),
+            (
+                "[capabilities]\nallowed_hosts = [\"http://x/path\"]",
+                "no path",
+            ),
+            ("[capabilities]\nmemory_mb = 0", "memory_mb"),
+            ("[capabilities]\nfuel = 3", "unknown field `fuel`"),
+            (
+                "[config]\nkey = \"${MISSING}\"",
+                "MISSING}, which is not set",
+            ),
+            (
+                "[config]\nkey = [1, 2]",
+                "only strings, numbers and booleans",
+            ),
+            ("[plugin]\nname = \"x\"", "unknown field `plugin`"),
+        ] {
+            let e = PluginManifest::parse(text, "p.toml", env).unwrap_err();
+            assert!(e.0.contains(needle), "{text}: {e}");
+            assert!(e.0.starts_with("p.toml"), "{e}");
+        }
+    }
+
+    #[test]
+    fn config_is_checked_against_the_plugin_schema() {
+        let schema = r#"{"type":"object","required":["url"],"additionalProperties":false,
+            "properties":{"url":{"type":"string","format":"uri"},"timeout_ms":{"type":"integer","minimum":1}}}"#;
+        assert!(check_config(schema, &serde_json::json!({"url":"http://127.0.0.1:1/x"})).is_ok());
+        let errors =
+            check_config(schema, &serde_json::json!({"timeout_ms": 0, "urll": "x"})).unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors.iter().any(|e| e.contains("config.url: required")));
+        assert!(errors
+            .iter()
+            .any(|e| e.contains("config.urll: unknown key")));
+        assert!(errors
+            .iter()
+            .any(|e| e.contains("config.timeout_ms: must be at least 1")));
+    }
+}

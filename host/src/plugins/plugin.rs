@@ -1,0 +1,648 @@
+//! One loaded plugin: its compiled, pre-instantiated component, its live
+//! instance, and the supervision around every call. A trap or a blown
+//! deadline drops the instance (it is never entered again); the next call
+//! re-creates it from the `InstancePre` after an exponential backoff; after
+//! [`QUARANTINE_AFTER`] consecutive failures the plugin is quarantined until it
+//! is reloaded. Nothing a plugin does can take the host down.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use wasmtime::component::Component;
+use wasmtime::{Store, UpdateDeadline};
+
+use super::bindings::{debug_fields, notifier, publisher, types};
+use super::engine::PluginEngine;
+use super::manifest::{check_config, PluginManifest};
+use super::sandbox::{PluginState, SandboxCounters};
+
+/// Consecutive failures after which a plugin is quarantined.
+pub const QUARANTINE_AFTER: u32 = 5;
+/// First restart delay after a failure; doubles per consecutive failure.
+pub const BACKOFF_START: Duration = Duration::from_millis(100);
+/// Longest restart delay.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// Most rejections a publish result may carry beyond the batch size.
+const MAX_REASON_BYTES: usize = 4096;
+
+/// Which world a plugin implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginKind {
+    Publisher,
+    Notifier,
+    DebugFields,
+}
+
+impl PluginKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Publisher => "publisher",
+            PluginKind::Notifier => "notifier",
+            PluginKind::DebugFields => "debug-fields",
+        }
+    }
+}
+
+/// Supervision state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PluginCondition {
+    Loaded,
+    Failed,
+    Quarantined,
+}
+
+/// Why a call did not produce the plugin's answer.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("plugin `{0}` is quarantined after repeated failures: {1}")]
+    Quarantined(String, String),
+    #[error("plugin `{0}` is restarting; next attempt in {1:?}")]
+    BackingOff(String, Duration),
+    #[error("plugin `{0}` failed: {1}")]
+    Fault(String, String),
+    #[error("plugin `{0}` is a {1}, not a {2}")]
+    WrongKind(String, &'static str, &'static str),
+}
+
+enum Pre {
+    Publisher(publisher::PublisherPre<PluginState>),
+    Notifier(notifier::NotifierPre<PluginState>),
+    DebugFields(debug_fields::DebugFieldsPre<PluginState>),
+}
+
+enum Live {
+    Publisher(publisher::Publisher),
+    Notifier(notifier::Notifier),
+    DebugFields(debug_fields::DebugFields),
+}
+
+struct Instance {
+    store: Store<PluginState>,
+    live: Live,
+}
+
+/// Counters shown in the API and on `/metrics`.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    pub calls: AtomicU64,
+    pub errors: AtomicU64,
+    pub traps: AtomicU64,
+    pub restarts: AtomicU64,
+    pub call_nanos: AtomicU64,
+    pub memory_bytes: Arc<AtomicU64>,
+    pub sandbox: Arc<SandboxCounters>,
+}
+
+#[derive(Debug)]
+struct Health {
+    condition: PluginCondition,
+    last_error: Option<String>,
+    consecutive_failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// What `describe` said.
+#[derive(Clone, Debug, Serialize)]
+pub struct Description {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub config_schema: String,
+}
+
+/// A loaded plugin.
+pub struct Plugin {
+    pub name: String,
+    pub kind: PluginKind,
+    pub description: Description,
+    pub sha256: String,
+    pub world_version: String,
+    pub imports: Vec<String>,
+    pub file: PathBuf,
+    pub manifest: PluginManifest,
+    pub loaded_at_ms: i64,
+    pub cache_hit: bool,
+    pub stats: PluginStats,
+    engine: Arc<PluginEngine>,
+    pre: Pre,
+    instance: tokio::sync::Mutex<Option<Instance>>,
+    health: parking_lot::Mutex<Health>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("sha256", &self.sha256)
+            .finish()
+    }
+}
+
+/// The world a component implements, from its exports.
+pub fn detect_kind(engine: &wasmtime::Engine, component: &Component) -> Result<PluginKind, String> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let has = |n: &str| exports.iter().any(|e| e == n);
+    if !has("describe") || !has("configure") {
+        return Err(format!(
+            "component does not implement a vigil:plugin world (exports: {})",
+            if exports.is_empty() {
+                "none".to_string()
+            } else {
+                exports.join(", ")
+            }
+        ));
+    }
+    if has("publish") {
+        Ok(PluginKind::Publisher)
+    } else if has("notify") {
+        Ok(PluginKind::Notifier)
+    } else if has("fields") && has("backends") {
+        Ok(PluginKind::DebugFields)
+    } else {
+        Err(format!(
+            "component exports describe/configure but none of publish, notify, fields (exports: {})",
+            exports.join(", ")
+        ))
+    }
+}
+
+/// The component's imports (interface names).
+pub fn import_names(engine: &wasmtime::Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
+fn world_version(imports: &[String]) -> String {
+    imports
+        .iter()
+        .find_map(|i| {
+            i.strip_prefix("vigil:plugin/")
+                .and_then(|r| r.split_once('@'))
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap_or_else(|| "0.1.0".to_string())
+}
+
+fn fault_message(e: &wasmtime::Error) -> String {
+    let text = format!("{e:#}");
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        if *trap == wasmtime::Trap::Interrupt {
+            return "call exceeded its time limit (call_timeout_ms) and was interrupted".into();
+        }
+        if *trap == wasmtime::Trap::StackOverflow {
+            return "stack overflow".into();
+        }
+    }
+    let first = text.lines().next().unwrap_or("trap").to_string();
+    if first.len() > 1024 {
+        first[..first
+            .char_indices()
+            .nth(1000)
+            .map(|(i, _)| i)
+            .unwrap_or(first.len())]
+            .to_string()
+    } else {
+        first
+    }
+}
+
+impl Plugin {
+    /// Loads a compiled component: checks its world, instantiates it in a
+    /// sandbox, asks it to describe itself, checks the manifest's config
+    /// against its schema and configures it.
+    pub async fn load(
+        engine: Arc<PluginEngine>,
+        name: &str,
+        file: PathBuf,
+        component: Component,
+        sha256: String,
+        cache_hit: bool,
+        manifest: PluginManifest,
+    ) -> Result<Plugin, String> {
+        let kind = detect_kind(engine.engine(), &component)?;
+        let imports = import_names(engine.engine(), &component);
+        let instance_pre = engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| format!("imports the host does not provide: {e:#}"))?;
+        let pre = match kind {
+            PluginKind::Publisher => Pre::Publisher(
+                publisher::PublisherPre::new(instance_pre)
+                    .map_err(|e| format!("does not match the publisher world: {e:#}"))?,
+            ),
+            PluginKind::Notifier => Pre::Notifier(
+                notifier::NotifierPre::new(instance_pre)
+                    .map_err(|e| format!("does not match the notifier world: {e:#}"))?,
+            ),
+            PluginKind::DebugFields => Pre::DebugFields(
+                debug_fields::DebugFieldsPre::new(instance_pre)
+                    .map_err(|e| format!("does not match the debug-fields world: {e:#}"))?,
+            ),
+        };
+        let mut plugin = Plugin {
+            name: name.to_string(),
+            kind,
+            description: Description {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                config_schema: "{}".into(),
+            },
+            sha256,
+            world_version: world_version(&imports),
+            imports,
+            file,
+            manifest,
+            loaded_at_ms: chrono::Utc::now().timestamp_millis(),
+            cache_hit,
+            stats: PluginStats::default(),
+            engine,
+            pre,
+            instance: tokio::sync::Mutex::new(None),
+            health: parking_lot::Mutex::new(Health {
+                condition: PluginCondition::Loaded,
+                last_error: None,
+                consecutive_failures: 0,
+                retry_at: None,
+            }),
+        };
+        let mut instance = plugin.instantiate().await?;
+        let info = match plugin.guarded(&mut instance, Op::Describe).await {
+            Ok(Answer::Described(d)) => d,
+            Ok(_) => return Err("describe answered out of turn".into()),
+            Err(e) => return Err(format!("describe failed: {e}")),
+        };
+        if info.kind != kind {
+            return Err(format!(
+                "describe() says it is a {}, but it implements the {} world",
+                info.kind.as_str(),
+                kind.as_str()
+            ));
+        }
+        plugin.description = info.description;
+        if let Err(errors) = check_config(
+            &plugin.description.config_schema,
+            &plugin.manifest.config_json(),
+        ) {
+            return Err(format!("invalid configuration: {}", errors.join("; ")));
+        }
+        plugin.configure(&mut instance).await?;
+        *plugin.instance.get_mut() = Some(instance);
+        Ok(plugin)
+    }
+
+    fn call_timeout(&self) -> Duration {
+        Duration::from_millis(self.manifest.capabilities.call_timeout_ms)
+    }
+
+    async fn instantiate(&self) -> Result<Instance, String> {
+        let state = PluginState::new(
+            Arc::from(self.name.as_str()),
+            &self.manifest.capabilities,
+            self.stats.sandbox.clone(),
+            self.stats.memory_bytes.clone(),
+        );
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|s| &mut s.cap);
+        store.epoch_deadline_callback(|ctx| match ctx.data().deadline {
+            Some(deadline) if Instant::now() >= deadline => Ok(UpdateDeadline::Interrupt),
+            _ => Ok(UpdateDeadline::Yield(1)),
+        });
+        store.set_epoch_deadline(1);
+        store.data_mut().deadline = Some(Instant::now() + self.call_timeout());
+        let live = match &self.pre {
+            Pre::Publisher(p) => p.instantiate_async(&mut store).await.map(Live::Publisher),
+            Pre::Notifier(p) => p.instantiate_async(&mut store).await.map(Live::Notifier),
+            Pre::DebugFields(p) => p.instantiate_async(&mut store).await.map(Live::DebugFields),
+        }
+        .map_err(|e| format!("instantiation failed: {}", fault_message(&e)))?;
+        Ok(Instance { store, live })
+    }
+
+    async fn configure(&self, instance: &mut Instance) -> Result<(), String> {
+        let entries: Vec<types::ConfigEntry> = self
+            .manifest
+            .config
+            .iter()
+            .map(|(k, v)| types::ConfigEntry {
+                key: k.clone(),
+                value: v.as_plugin_string(),
+            })
+            .collect();
+        match self.guarded(instance, Op::Configure(&entries)).await {
+            Ok(Answer::Configured(Ok(()))) => Ok(()),
+            Ok(Answer::Configured(Err(e))) => {
+                Err(format!("configure refused the configuration: {e}"))
+            }
+            Ok(_) => Err("configure answered out of turn".into()),
+            Err(e) => Err(format!("configure trapped: {e}")),
+        }
+    }
+
+    /// Runs one export on an instance under the call deadline; any trap is a fault.
+    async fn guarded(&self, instance: &mut Instance, op: Op<'_>) -> Result<Answer, String> {
+        let timeout = self.call_timeout();
+        instance.store.data_mut().deadline = Some(Instant::now() + timeout);
+        instance.store.set_epoch_deadline(1);
+        // The epoch deadline interrupts guest code; the outer timeout also
+        // covers time spent waiting in host calls (outbound HTTP).
+        match tokio::time::timeout(timeout + Duration::from_millis(250), run(instance, op)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(fault_message(&e)),
+            Err(_) => Err(format!(
+                "call exceeded its time limit of {} ms",
+                timeout.as_millis()
+            )),
+        }
+    }
+
+    /// Current supervision state and last error.
+    pub fn condition(&self) -> (PluginCondition, Option<String>, u32) {
+        let h = self.health.lock();
+        (h.condition, h.last_error.clone(), h.consecutive_failures)
+    }
+
+    fn record_fault(&self, message: &str) {
+        let mut h = self.health.lock();
+        h.consecutive_failures += 1;
+        h.last_error = Some(message.to_string());
+        self.stats.traps.fetch_add(1, Ordering::Relaxed);
+        if h.consecutive_failures >= QUARANTINE_AFTER {
+            if h.condition != PluginCondition::Quarantined {
+                tracing::error!(plugin = %self.name, failures = h.consecutive_failures, error = message, "plugin quarantined");
+            }
+            h.condition = PluginCondition::Quarantined;
+            h.retry_at = None;
+        } else {
+            let backoff = BACKOFF_START
+                .saturating_mul(1 << (h.consecutive_failures - 1).min(16))
+                .min(BACKOFF_MAX);
+            h.retry_at = Some(Instant::now() + backoff);
+            tracing::warn!(plugin = %self.name, error = message, retry_in_ms = backoff.as_millis() as u64, "plugin instance dropped after a fault");
+        }
+    }
+
+    fn record_success(&self) {
+        let mut h = self.health.lock();
+        h.consecutive_failures = 0;
+        h.retry_at = None;
+        if h.condition != PluginCondition::Quarantined {
+            h.condition = PluginCondition::Loaded;
+        }
+    }
+
+    /// Takes the live instance, re-creating it if a fault dropped it.
+    async fn ready_instance<'a>(
+        &self,
+        slot: &'a mut Option<Instance>,
+    ) -> Result<&'a mut Instance, CallError> {
+        {
+            let h = self.health.lock();
+            if h.condition == PluginCondition::Quarantined {
+                return Err(CallError::Quarantined(
+                    self.name.clone(),
+                    h.last_error.clone().unwrap_or_default(),
+                ));
+            }
+            if slot.is_none() {
+                if let Some(at) = h.retry_at {
+                    let now = Instant::now();
+                    if at > now {
+                        return Err(CallError::BackingOff(self.name.clone(), at - now));
+                    }
+                }
+            }
+        }
+        if slot.is_none() {
+            self.stats.restarts.fetch_add(1, Ordering::Relaxed);
+            let fresh = async {
+                let mut inst = self.instantiate().await?;
+                self.configure(&mut inst).await?;
+                Ok::<_, String>(inst)
+            }
+            .await;
+            match fresh {
+                Ok(inst) => *slot = Some(inst),
+                Err(e) => {
+                    self.record_fault(&e);
+                    return Err(CallError::Fault(self.name.clone(), e));
+                }
+            }
+        }
+        slot.as_mut()
+            .ok_or_else(|| CallError::Fault(self.name.clone(), "no instance".into()))
+    }
+
+    async fn call(&self, op: Op<'_>) -> Result<Answer, CallError> {
+        let mut slot = self.instance.lock().await;
+        let instance = self.ready_instance(&mut slot).await?;
+        let started = Instant::now();
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let result = self.guarded(instance, op).await;
+        self.stats
+            .call_nanos
+            .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        match result {
+            Ok(v) => {
+                self.record_success();
+                Ok(v)
+            }
+            Err(message) => {
+                // Never enter a trapped instance again.
+                *slot = None;
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.record_fault(&message);
+                Err(CallError::Fault(self.name.clone(), message))
+            }
+        }
+    }
+
+    /// Hands a batch to a publisher.
+    pub async fn publish(
+        &self,
+        batch: &types::Batch,
+    ) -> Result<Result<types::PublishReport, types::DeliveryError>, CallError> {
+        if self.kind != PluginKind::Publisher {
+            return Err(CallError::WrongKind(
+                self.name.clone(),
+                self.kind.as_str(),
+                "publisher",
+            ));
+        }
+        let items = batch.samples.seqs.len() + batch.events.len();
+        let Answer::Published(result) = self.call(Op::Publish(batch)).await? else {
+            return Err(CallError::Fault(
+                self.name.clone(),
+                "publish answered out of turn".into(),
+            ));
+        };
+        match result {
+            Ok(report) if report.rejected.len() > items => {
+                let message = format!(
+                    "publish returned {} rejections for a batch of {items} items",
+                    report.rejected.len()
+                );
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                self.health.lock().last_error = Some(message.clone());
+                Err(CallError::Fault(self.name.clone(), message))
+            }
+            Ok(mut report) => {
+                for r in &mut report.rejected {
+                    clip_string(&mut r.reason);
+                }
+                Ok(Ok(report))
+            }
+            Err(e) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                Ok(Err(e))
+            }
+        }
+    }
+
+    /// Hands a notification to a notifier.
+    pub async fn notify(
+        &self,
+        notification: &types::AlertNotification,
+    ) -> Result<Result<types::Receipt, types::DeliveryError>, CallError> {
+        if self.kind != PluginKind::Notifier {
+            return Err(CallError::WrongKind(
+                self.name.clone(),
+                self.kind.as_str(),
+                "notifier",
+            ));
+        }
+        match self.call(Op::Notify(notification)).await? {
+            Answer::Notified(r) => Ok(r),
+            _ => Err(CallError::Fault(
+                self.name.clone(),
+                "notify answered out of turn".into(),
+            )),
+        }
+    }
+
+    /// Asks a debug-field provider for an execution's fields.
+    pub async fn fields(
+        &self,
+        execution: &types::ExecutionRecord,
+    ) -> Result<Result<Vec<types::DebugField>, String>, CallError> {
+        if self.kind != PluginKind::DebugFields {
+            return Err(CallError::WrongKind(
+                self.name.clone(),
+                self.kind.as_str(),
+                "debug-fields",
+            ));
+        }
+        match self.call(Op::Fields(execution)).await? {
+            Answer::Fields(r) => Ok(r),
+            _ => Err(CallError::Fault(
+                self.name.clone(),
+                "fields answered out of turn".into(),
+            )),
+        }
+    }
+
+    /// Waits for an in-flight call to finish and drops the instance.
+    pub async fn drain(&self) {
+        let mut slot = self.instance.lock().await;
+        *slot = None;
+    }
+}
+
+fn clip_string(s: &mut String) {
+    if s.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+/// One call into a plugin's exports.
+enum Op<'b> {
+    Describe,
+    Configure(&'b [types::ConfigEntry]),
+    Publish(&'b types::Batch),
+    Notify(&'b types::AlertNotification),
+    Fields(&'b types::ExecutionRecord),
+}
+
+/// What an export answered.
+enum Answer {
+    Described(Described),
+    Configured(Result<(), String>),
+    Published(Result<types::PublishReport, types::DeliveryError>),
+    Notified(Result<types::Receipt, types::DeliveryError>),
+    Fields(Result<Vec<types::DebugField>, String>),
+}
+
+async fn run(inst: &mut Instance, op: Op<'_>) -> wasmtime::Result<Answer> {
+    let store = &mut inst.store;
+    Ok(match (op, &inst.live) {
+        (Op::Describe, _) => Answer::Described(describe(inst).await?),
+        (Op::Configure(entries), Live::Publisher(p)) => {
+            Answer::Configured(p.call_configure(store, entries).await?)
+        }
+        (Op::Configure(entries), Live::Notifier(p)) => {
+            Answer::Configured(p.call_configure(store, entries).await?)
+        }
+        (Op::Configure(entries), Live::DebugFields(p)) => {
+            Answer::Configured(p.call_configure(store, entries).await?)
+        }
+        (Op::Publish(batch), Live::Publisher(p)) => {
+            Answer::Published(p.call_publish(store, batch).await?)
+        }
+        (Op::Notify(n), Live::Notifier(p)) => Answer::Notified(p.call_notify(store, n).await?),
+        (Op::Fields(e), Live::DebugFields(p)) => Answer::Fields(p.call_fields(store, e).await?),
+        _ => {
+            return Err(wasmtime::Error::msg(
+                "this plugin does not export that function",
+            ))
+        }
+    })
+}
+
+struct Described {
+    kind: PluginKind,
+    description: Description,
+}
+
+async fn describe(inst: &mut Instance) -> wasmtime::Result<Described> {
+    let info = match &inst.live {
+        Live::Publisher(p) => p.call_describe(&mut inst.store).await?,
+        Live::Notifier(p) => p.call_describe(&mut inst.store).await?,
+        Live::DebugFields(p) => p.call_describe(&mut inst.store).await?,
+    };
+    let kind = match info.kind {
+        types::PluginKind::Publisher => PluginKind::Publisher,
+        types::PluginKind::Notifier => PluginKind::Notifier,
+        types::PluginKind::DebugFields => PluginKind::DebugFields,
+    };
+    let mut description = Description {
+        name: info.name,
+        version: info.version,
+        description: info.description,
+        config_schema: info.config_schema,
+    };
+    for s in [
+        &mut description.name,
+        &mut description.version,
+        &mut description.description,
+    ] {
+        clip_string(s);
+    }
+    if description.config_schema.len() > 64 * 1024 {
+        return Err(wasmtime::Error::msg("config schema larger than 64 KiB"));
+    }
+    Ok(Described { kind, description })
+}

@@ -1,0 +1,287 @@
+//! The plugin directory: `<name>.wasm` plus an optional `<name>.toml`.
+//! Loaded at start and watched. A new file is compiled, checked against the
+//! worlds, configured and started; a replaced file is compiled and checked
+//! first and swapped in between calls, while a bad replacement leaves the old
+//! version running with the reason recorded; a removed file is drained and
+//! stopped.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use parking_lot::RwLock;
+use tokio::sync::mpsc;
+
+use super::engine::PluginEngine;
+use super::manifest::PluginManifest;
+use super::plugin::{Plugin, PluginCondition};
+
+/// How long the watcher waits for a burst of file events to settle.
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// A directory entry's state: the running plugin and the last load problem.
+#[derive(Default)]
+pub struct PluginSlot {
+    pub current: Option<Arc<Plugin>>,
+    pub last_load_error: Option<String>,
+    pub failed_sha256: Option<String>,
+}
+
+/// What a reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    Loaded,
+    Replaced,
+    Unchanged,
+    Removed,
+    /// The new file was bad; `kept_old` says whether a previous version runs on.
+    Rejected {
+        error: String,
+        kept_old: bool,
+    },
+}
+
+/// Every plugin of the directory.
+pub struct PluginRegistry {
+    engine: Arc<PluginEngine>,
+    dir: PathBuf,
+    slots: RwLock<BTreeMap<String, PluginSlot>>,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+/// Plugin names are file stems: lower-case letters, digits, `-` and `_`.
+pub fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+fn plugin_name_of(path: &Path) -> Option<String> {
+    let ext = path.extension()?.to_str()?;
+    if ext != "wasm" && ext != "toml" {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    valid_plugin_name(stem).then(|| stem.to_string())
+}
+
+impl PluginRegistry {
+    pub fn new(engine: Arc<PluginEngine>, dir: PathBuf) -> Self {
+        PluginRegistry {
+            engine,
+            dir,
+            slots: RwLock::new(BTreeMap::new()),
+            reload_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The running plugin of that name.
+    pub fn get(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.slots.read().get(name).and_then(|s| s.current.clone())
+    }
+
+    /// Running plugins, by name.
+    pub fn running(&self) -> Vec<Arc<Plugin>> {
+        self.slots
+            .read()
+            .values()
+            .filter_map(|s| s.current.clone())
+            .collect()
+    }
+
+    /// A snapshot for status answers: `(name, plugin, last load error)`.
+    pub fn snapshot(&self) -> Vec<(String, Option<Arc<Plugin>>, Option<String>)> {
+        self.slots
+            .read()
+            .iter()
+            .map(|(n, s)| (n.clone(), s.current.clone(), s.last_load_error.clone()))
+            .collect()
+    }
+
+    /// Loads every plugin in the directory.
+    pub async fn load_all(&self) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("wasm"))
+            .filter_map(|p| plugin_name_of(&p))
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let outcome = self.reload(&name, false).await;
+            tracing::info!(plugin = %name, outcome = ?outcome, "plugin loaded at start");
+        }
+        Ok(())
+    }
+
+    /// Loads, replaces or removes `name` from what is on disk now.
+    /// `force` re-creates the plugin even when the file did not change
+    /// (and so lifts a quarantine).
+    pub async fn reload(&self, name: &str, force: bool) -> ReloadOutcome {
+        let _serial = self.reload_lock.lock().await;
+        let wasm = self.dir.join(format!("{name}.wasm"));
+        let toml = self.dir.join(format!("{name}.toml"));
+        let bytes = match tokio::fs::read(&wasm).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let old = self.slots.write().remove(name);
+                if let Some(plugin) = old.and_then(|s| s.current) {
+                    plugin.drain().await;
+                    tracing::info!(plugin = %name, "plugin removed and drained");
+                    return ReloadOutcome::Removed;
+                }
+                return ReloadOutcome::Unchanged;
+            }
+            Err(e) => return self.reject(name, format!("reading {}: {e}", wasm.display()), None),
+        };
+        let manifest = match tokio::fs::read_to_string(&toml).await {
+            Ok(text) => {
+                PluginManifest::parse(&text, &format!("{name}.toml"), |k| std::env::var(k).ok())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PluginManifest::default()),
+            Err(e) => return self.reject(name, format!("reading {}: {e}", toml.display()), None),
+        };
+        let manifest = match manifest {
+            Ok(m) => m,
+            Err(e) => return self.reject(name, e.0, None),
+        };
+        let current = self.get(name);
+        let sha = super::sha256_hex(&bytes);
+        if !force {
+            if let Some(cur) = &current {
+                if cur.sha256 == sha && cur.manifest == manifest {
+                    return ReloadOutcome::Unchanged;
+                }
+            }
+            let slots = self.slots.read();
+            if current.is_none()
+                && slots.get(name).and_then(|s| s.failed_sha256.as_deref()) == Some(sha.as_str())
+            {
+                return ReloadOutcome::Unchanged;
+            }
+        }
+        let engine = self.engine.clone();
+        let compiled = tokio::task::spawn_blocking(move || engine.compile(&bytes)).await;
+        let compiled = match compiled {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return self.reject(name, e.0, Some(sha)),
+            Err(e) => return self.reject(name, format!("compilation crashed: {e}"), Some(sha)),
+        };
+        let loaded = Plugin::load(
+            self.engine.clone(),
+            name,
+            wasm.clone(),
+            compiled.component,
+            compiled.sha256,
+            compiled.cache_hit,
+            manifest,
+        )
+        .await;
+        match loaded {
+            Ok(plugin) => {
+                let plugin = Arc::new(plugin);
+                let old = {
+                    let mut slots = self.slots.write();
+                    let slot = slots.entry(name.to_string()).or_default();
+                    slot.last_load_error = None;
+                    slot.failed_sha256 = None;
+                    slot.current.replace(plugin.clone())
+                };
+                tracing::info!(plugin = %name, kind = plugin.kind.as_str(), version = %plugin.description.version, sha256 = %plugin.sha256, "plugin running");
+                match old {
+                    Some(old) => {
+                        old.drain().await;
+                        ReloadOutcome::Replaced
+                    }
+                    None => ReloadOutcome::Loaded,
+                }
+            }
+            Err(e) => self.reject(name, e, Some(sha)),
+        }
+    }
+
+    fn reject(&self, name: &str, error: String, sha: Option<String>) -> ReloadOutcome {
+        let mut slots = self.slots.write();
+        let slot = slots.entry(name.to_string()).or_default();
+        let kept_old = slot.current.is_some();
+        let message = if kept_old {
+            format!("new version rejected, previous version keeps running: {error}")
+        } else {
+            error.clone()
+        };
+        tracing::warn!(plugin = %name, error = %message, "plugin load failed");
+        slot.last_load_error = Some(message);
+        slot.failed_sha256 = sha;
+        ReloadOutcome::Rejected { error, kept_old }
+    }
+
+    /// Counts for readiness: `(loaded, failed, quarantined)`.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for (_, plugin, _) in self.snapshot() {
+            match plugin.map(|p| p.condition().0) {
+                Some(PluginCondition::Quarantined) => counts.2 += 1,
+                Some(_) => counts.0 += 1,
+                None => counts.1 += 1,
+            }
+        }
+        counts
+    }
+
+    /// Watches the directory until `stop` fires; reloads what changes.
+    pub async fn watch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event {
+                for path in event.paths {
+                    let _ = tx.send(path);
+                }
+            }
+        });
+        let mut watcher = match watcher {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch the plugin directory; hot reload is off");
+                return;
+            }
+        };
+        if let Err(e) = watcher.watch(&self.dir, RecursiveMode::NonRecursive) {
+            tracing::error!(dir = %self.dir.display(), error = %e, "cannot watch the plugin directory; hot reload is off");
+            return;
+        }
+        loop {
+            let first = tokio::select! {
+                p = rx.recv() => match p { Some(p) => p, None => return },
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let mut names = std::collections::BTreeSet::new();
+            names.extend(plugin_name_of(&first));
+            // Let a burst of events (copy, rename, manifest) settle.
+            loop {
+                match tokio::time::timeout(SETTLE, rx.recv()).await {
+                    Ok(Some(p)) => {
+                        names.extend(plugin_name_of(&p));
+                    }
+                    Ok(None) => return,
+                    Err(_) => break,
+                }
+            }
+            for name in names {
+                let outcome = self.reload(&name, false).await;
+                if outcome != ReloadOutcome::Unchanged {
+                    tracing::info!(plugin = %name, outcome = ?outcome, "plugin directory changed");
+                }
+            }
+        }
+    }
+}
