@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
+use crate::bus::{DeliveryManager, DeliverySettings};
 use crate::components::ComponentDirectory;
 use crate::config::Config;
 use crate::metrics::index::SeriesIndex;
@@ -116,6 +117,12 @@ pub async fn run(
         ))
     })?;
 
+    let delivery = Arc::new(DeliveryManager::new(
+        store.clone(),
+        plugins.clone(),
+        DeliverySettings::default(),
+    ));
+
     let metrics = Arc::new(SelfMetrics::new());
     let (ingest, writer) = spawn_writer(store.clone(), index.clone(), metrics.clone());
     let config = Arc::new(config);
@@ -128,6 +135,7 @@ pub async fn run(
         components,
         sampler: Arc::new(SystemSampler::default()),
         plugins: plugins.clone(),
+        delivery: delivery.clone(),
     };
 
     let api_listener = bind(config.listen).await?;
@@ -155,6 +163,7 @@ pub async fn run(
     });
 
     let watcher = tokio::spawn(plugins.clone().watch(stop_rx.clone()));
+    let deliveries = tokio::spawn(delivery.clone().run(stop_rx.clone()));
     let mut background: Vec<JoinHandle<()>> =
         vec![tokio::spawn(retention_loop(state.clone(), stop_rx.clone()))];
     if !config.self_report_interval.is_zero() {
@@ -185,6 +194,7 @@ pub async fn run(
         let _ = task.await;
     }
     let _ = watcher.await;
+    let _ = deliveries.await;
     for plugin in plugins.running() {
         plugin.drain().await;
     }

@@ -9,6 +9,7 @@ mod health;
 mod metrics;
 mod openapi;
 mod plugins;
+mod publishers;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +24,7 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::bus::DeliveryManager;
 use crate::components::ComponentDirectory;
 use crate::config::Config;
 use crate::metrics::index::SeriesIndex;
@@ -46,6 +48,7 @@ pub struct AppState {
     pub components: Arc<ComponentDirectory>,
     pub sampler: Arc<SystemSampler>,
     pub plugins: Arc<PluginRegistry>,
+    pub delivery: Arc<DeliveryManager>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -96,6 +99,12 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::POST,
             "/api/v2/plugins/{name}/reload",
             post(plugins::reload),
+        ),
+        (Method::GET, "/api/v2/publishers", get(publishers::list)),
+        (
+            Method::GET,
+            "/api/v2/publishers/{name}/dead-letters",
+            get(publishers::dead_letters),
         ),
     ]
 }

@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{components, error, health, metrics, plugins};
+use super::{components, error, health, metrics, plugins, publishers};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,8 @@ use super::{components, error, health, metrics, plugins};
         components::heartbeat,
         plugins::list,
         plugins::reload,
+        publishers::list,
+        publishers::dead_letters,
     ),
     components(schemas(error::ErrorBody, crate::metrics::model::MetricReport)),
     modifiers(&BearerAuth)

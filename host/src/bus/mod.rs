@@ -1,1 +1,14 @@
-//! Event log, publisher cursors and delivery. Not built yet (a later issue).
+//! Durable delivery from the stored log to publisher plugins. Each publisher
+//! has a cursor in the store; its delivery loop reads the samples after the
+//! cursor, batches them (max items, max bytes, max wait), hands the batch to
+//! the plugin, retries retryable failures with exponential backoff and jitter
+//! (honouring retry-after), sends per-item rejections to the dead letters and
+//! moves the cursor forward only after that. Delivery is at-least-once: a
+//! crash between a successful publish and the cursor update re-sends that
+//! batch. A removed publisher keeps its cursor for when it comes back.
+
+mod batch;
+mod delivery;
+
+pub use batch::build_batch;
+pub use delivery::{DeliveryManager, DeliverySettings, PublisherStatus};

@@ -157,6 +157,46 @@ pub struct Component {
     pub last_heartbeat_ms: i64,
 }
 
+/// A stored sample with its series, as publishers receive it.
+#[derive(Clone, Debug)]
+pub struct LogSample {
+    pub seq: i64,
+    pub ts_ms: i64,
+    pub value: f64,
+    pub component: String,
+    pub metric_name: String,
+    pub kind: MetricKind,
+    /// Canonical JSON object of the labels.
+    pub labels: String,
+}
+
+/// A publisher's durable position in the log and its delivery record.
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct PublisherCursor {
+    pub publisher: String,
+    /// Every sample up to this sequence number was delivered or dead-lettered.
+    pub cursor_seq: i64,
+    pub delivered: i64,
+    pub dead_lettered: i64,
+    #[serde(skip)]
+    pub last_success_ms: Option<i64>,
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    pub last_error_ms: Option<i64>,
+}
+
+/// An item a receiver refused for good.
+#[derive(Clone, Debug)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub publisher: String,
+    pub seq: i64,
+    /// The item as JSON.
+    pub item: String,
+    pub reason: String,
+    pub created_ms: i64,
+}
+
 /// The storage operations Vigil needs; implemented for SQLite and PostgreSQL.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -201,6 +241,43 @@ pub trait Store: Send + Sync + 'static {
     /// Records a heartbeat; `None` when the component is unknown.
     async fn heartbeat(&self, name: &str, now_ms: i64) -> Result<Option<Component>, StoreError>;
     async fn list_components(&self) -> Result<Vec<Component>, StoreError>;
+
+    /// Highest sequence number in the samples log (0 when empty).
+    async fn max_seq(&self) -> Result<i64, StoreError>;
+    /// Samples after `seq` with their series, in order, at most `limit`.
+    async fn log_after(&self, seq: i64, limit: u32) -> Result<Vec<LogSample>, StoreError>;
+    /// A publisher's cursor, created at `start_seq` if it has none.
+    async fn open_cursor(
+        &self,
+        publisher: &str,
+        start_seq: i64,
+        now_ms: i64,
+    ) -> Result<PublisherCursor, StoreError>;
+    /// Moves a cursor forward to `to_seq` and records dead letters, atomically.
+    async fn advance_cursor(
+        &self,
+        publisher: &str,
+        to_seq: i64,
+        delivered: i64,
+        dead: &[DeadLetter],
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Records why the last delivery attempt failed.
+    async fn record_delivery_error(
+        &self,
+        publisher: &str,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Every publisher cursor.
+    async fn list_cursors(&self) -> Result<Vec<PublisherCursor>, StoreError>;
+    /// A publisher's dead letters after `after_id`, oldest first.
+    async fn dead_letters(
+        &self,
+        publisher: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError>;
 }
 
 /// Opens the store named by a database URL and applies migrations.

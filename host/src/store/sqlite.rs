@@ -10,8 +10,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    parse_capabilities, parse_kind, Committed, Component, Context, LatestValue, SampleQuery,
-    SampleRow, SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
+    parse_capabilities, parse_kind, Committed, Component, Context, DeadLetter, LatestValue,
+    LogSample, PublisherCursor, SampleQuery, SampleRow, SeriesRef, Store, StoreError, StoredSample,
+    StoredSeries, WriteBatch,
 };
 
 /// Sample rows per multi-row INSERT, largest first; every size is a cached statement.
@@ -378,6 +379,169 @@ impl Store for SqliteStore {
         .context("listing components")?;
         Ok(rows.iter().map(component_from_row).collect())
     }
+
+    async fn max_seq(&self) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM samples")
+            .fetch_one(&self.pool)
+            .await
+            .context("reading the log head")?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    async fn log_after(&self, seq: i64, limit: u32) -> Result<Vec<LogSample>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.seq, s.ts, s.value, r.component, r.metric_name, r.metric_type, r.labels
+             FROM samples s JOIN series r ON r.id = s.series_id
+             WHERE s.seq > ? ORDER BY s.seq LIMIT ?",
+        )
+        .bind(seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .context("reading the log")?;
+        Ok(rows
+            .iter()
+            .map(|r| LogSample {
+                seq: r.get("seq"),
+                ts_ms: r.get("ts"),
+                value: r.get("value"),
+                component: r.get("component"),
+                metric_name: r.get("metric_name"),
+                kind: parse_kind(r.get::<&str, _>("metric_type")),
+                labels: r.get("labels"),
+            })
+            .collect())
+    }
+
+    async fn open_cursor(
+        &self,
+        publisher: &str,
+        start_seq: i64,
+        now_ms: i64,
+    ) -> Result<PublisherCursor, StoreError> {
+        sqlx::query(
+            "INSERT INTO publisher_cursors (publisher, cursor_seq, updated_at) VALUES (?, ?, ?)
+             ON CONFLICT (publisher) DO NOTHING",
+        )
+        .bind(publisher)
+        .bind(start_seq)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await
+        .context("opening a publisher cursor")?;
+        let row = sqlx::query(
+            "SELECT publisher, cursor_seq, delivered, dead_lettered, last_success_at, last_error, last_error_at
+             FROM publisher_cursors WHERE publisher = ?",
+        )
+        .bind(publisher)
+        .fetch_one(&self.pool)
+        .await
+        .context("reading a publisher cursor")?;
+        Ok(cursor_from_row(&row))
+    }
+
+    async fn advance_cursor(
+        &self,
+        publisher: &str,
+        to_seq: i64,
+        delivered: i64,
+        dead: &[DeadLetter],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("beginning a cursor update")?;
+        for d in dead {
+            sqlx::query(
+                "INSERT INTO dead_letters (publisher, seq, item, reason, created_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(publisher)
+            .bind(d.seq)
+            .bind(&d.item)
+            .bind(&d.reason)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .context("recording a dead letter")?;
+        }
+        sqlx::query(
+            "UPDATE publisher_cursors SET cursor_seq = MAX(cursor_seq, ?), delivered = delivered + ?,
+               dead_lettered = dead_lettered + ?, last_success_at = ?, last_error = NULL, updated_at = ?
+             WHERE publisher = ?",
+        )
+        .bind(to_seq)
+        .bind(delivered)
+        .bind(dead.len() as i64)
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(publisher)
+        .execute(&mut *tx)
+        .await
+        .context("advancing a publisher cursor")?;
+        tx.commit().await.context("committing a cursor update")?;
+        Ok(())
+    }
+
+    async fn record_delivery_error(
+        &self,
+        publisher: &str,
+        error: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE publisher_cursors SET last_error = ?, last_error_at = ?, updated_at = ? WHERE publisher = ?",
+        )
+        .bind(error)
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(publisher)
+        .execute(&self.pool)
+        .await
+        .context("recording a delivery error")?;
+        Ok(())
+    }
+
+    async fn list_cursors(&self) -> Result<Vec<PublisherCursor>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT publisher, cursor_seq, delivered, dead_lettered, last_success_at, last_error, last_error_at
+             FROM publisher_cursors ORDER BY publisher",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("listing publisher cursors")?;
+        Ok(rows.iter().map(cursor_from_row).collect())
+    }
+
+    async fn dead_letters(
+        &self,
+        publisher: &str,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, publisher, seq, item, reason, created_at FROM dead_letters
+             WHERE publisher = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(publisher)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .context("listing dead letters")?;
+        Ok(rows
+            .iter()
+            .map(|r| DeadLetter {
+                id: r.get("id"),
+                publisher: r.get("publisher"),
+                seq: r.get("seq"),
+                item: r.get("item"),
+                reason: r.get("reason"),
+                created_ms: r.get("created_at"),
+            })
+            .collect())
+    }
 }
 
 fn series_from_row(r: &sqlx::sqlite::SqliteRow) -> StoredSeries {
@@ -407,5 +571,17 @@ fn sample_from_row(r: &sqlx::sqlite::SqliteRow) -> StoredSample {
         series_id: r.get("series_id"),
         ts_ms: r.get("ts"),
         value: r.get("value"),
+    }
+}
+
+fn cursor_from_row(r: &sqlx::sqlite::SqliteRow) -> PublisherCursor {
+    PublisherCursor {
+        publisher: r.get("publisher"),
+        cursor_seq: r.get("cursor_seq"),
+        delivered: r.get("delivered"),
+        dead_lettered: r.get("dead_lettered"),
+        last_success_ms: r.get("last_success_at"),
+        last_error: r.get("last_error"),
+        last_error_ms: r.get("last_error_at"),
     }
 }
