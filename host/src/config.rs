@@ -22,6 +22,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
+    /// Plugin author tools: check, run, new.
+    #[command(subcommand)]
+    Plugin(crate::plugins::cli::PluginCommand),
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]

@@ -6,11 +6,13 @@
 //! `bus`; the HTTP status routes in `api::plugins`.
 
 pub mod bindings;
+pub mod cli;
 pub mod engine;
 pub mod manifest;
 pub mod plugin;
 pub mod registry;
 pub mod sandbox;
+mod scaffold;
 
 pub use engine::PluginEngine;
 pub use plugin::{CallError, Plugin, PluginCondition, PluginKind};

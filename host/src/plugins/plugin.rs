@@ -194,26 +194,22 @@ fn world_version(imports: &[String]) -> String {
 }
 
 fn fault_message(e: &wasmtime::Error) -> String {
-    let text = format!("{e:#}");
     if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
-        if *trap == wasmtime::Trap::Interrupt {
-            return "call exceeded its time limit (call_timeout_ms) and was interrupted".into();
-        }
-        if *trap == wasmtime::Trap::StackOverflow {
-            return "stack overflow".into();
-        }
+        return match *trap {
+            wasmtime::Trap::Interrupt => {
+                "call exceeded its time limit (call_timeout_ms) and was interrupted".into()
+            }
+            wasmtime::Trap::StackOverflow => "stack overflow (call stack exhausted)".into(),
+            other => other.to_string(),
+        };
     }
-    let first = text.lines().next().unwrap_or("trap").to_string();
-    if first.len() > 1024 {
-        first[..first
-            .char_indices()
-            .nth(1000)
-            .map(|(i, _)| i)
-            .unwrap_or(first.len())]
-            .to_string()
-    } else {
-        first
+    let root = e.root_cause().to_string();
+    let first = root.lines().next().unwrap_or("trap").to_string();
+    let mut end = first.len().min(1024);
+    while !first.is_char_boundary(end) {
+        end -= 1;
     }
+    first[..end].to_string()
 }
 
 impl Plugin {
@@ -228,6 +224,25 @@ impl Plugin {
         sha256: String,
         cache_hit: bool,
         manifest: PluginManifest,
+    ) -> Result<Plugin, String> {
+        Self::load_with(
+            engine, name, file, component, sha256, cache_hit, manifest, true,
+        )
+        .await
+    }
+
+    /// [`Plugin::load`], optionally without checking and applying the
+    /// configuration (`vigil plugin check` inspects plugins that need config).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn load_with(
+        engine: Arc<PluginEngine>,
+        name: &str,
+        file: PathBuf,
+        component: Component,
+        sha256: String,
+        cache_hit: bool,
+        manifest: PluginManifest,
+        configure: bool,
     ) -> Result<Plugin, String> {
         let kind = detect_kind(engine.engine(), &component)?;
         let imports = import_names(engine.engine(), &component);
@@ -290,13 +305,15 @@ impl Plugin {
             ));
         }
         plugin.description = info.description;
-        if let Err(errors) = check_config(
-            &plugin.description.config_schema,
-            &plugin.manifest.config_json(),
-        ) {
-            return Err(format!("invalid configuration: {}", errors.join("; ")));
+        if configure {
+            if let Err(errors) = check_config(
+                &plugin.description.config_schema,
+                &plugin.manifest.config_json(),
+            ) {
+                return Err(format!("invalid configuration: {}", errors.join("; ")));
+            }
+            plugin.configure(&mut instance).await?;
         }
-        plugin.configure(&mut instance).await?;
         *plugin.instance.get_mut() = Some(instance);
         Ok(plugin)
     }
@@ -358,7 +375,13 @@ impl Plugin {
         // covers time spent waiting in host calls (outbound HTTP).
         match tokio::time::timeout(timeout + Duration::from_millis(250), run(instance, op)).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(fault_message(&e)),
+            Ok(Err(e)) => {
+                let mut message = fault_message(&e);
+                if let Some(logged) = instance.store.data_mut().last_error_log.take() {
+                    message.push_str(&format!(" (plugin logged: {logged})"));
+                }
+                Err(message)
+            }
             Err(_) => Err(format!(
                 "call exceeded its time limit of {} ms",
                 timeout.as_millis()

@@ -149,6 +149,9 @@ pub struct PluginState {
     pub cap: MemoryCap,
     /// When the current call must have returned.
     pub deadline: Option<Instant>,
+    /// The plugin's last error-level log line (a panic message, say), kept
+    /// to explain a trap that follows it.
+    pub last_error_log: Option<String>,
 }
 
 impl PluginState {
@@ -180,6 +183,7 @@ impl PluginState {
             table: ResourceTable::new(),
             cap,
             deadline: None,
+            last_error_log: None,
         }
     }
 }
@@ -231,7 +235,15 @@ impl host::Host for PluginState {
             host::Level::Debug => tracing::debug!(plugin, fields = fields.trim_end(), "{message}"),
             host::Level::Info => tracing::info!(plugin, fields = fields.trim_end(), "{message}"),
             host::Level::Warn => tracing::warn!(plugin, fields = fields.trim_end(), "{message}"),
-            host::Level::Error => tracing::error!(plugin, fields = fields.trim_end(), "{message}"),
+            host::Level::Error => {
+                tracing::error!(plugin, fields = fields.trim_end(), "{message}");
+                let mut kept = message.replace('\n', " ");
+                kept.truncate(kept.len().min(512));
+                while !kept.is_char_boundary(kept.len()) {
+                    kept.pop();
+                }
+                self.last_error_log = Some(kept);
+            }
         }
     }
 }
