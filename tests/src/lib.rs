@@ -25,6 +25,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod plugins;
+
 pub use reqwest;
 pub use serde_json::{json, Value};
 
@@ -1396,4 +1398,531 @@ mod tests {
             "postgres://postgres@127.0.0.1:6000/vigil_x?sslmode=disable"
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// Plugins: plugin directory, status helpers, a webhook receiver
+// ---------------------------------------------------------------------------
+
+impl TestServerBuilder {
+    /// Adds `--plugin-dir DIR`.
+    pub fn plugin_dir(self, dir: impl AsRef<Path>) -> Self {
+        let dir = dir.as_ref().display().to_string();
+        self.arg("--plugin-dir").arg(dir)
+    }
+}
+
+/// A temporary plugin directory (removed on drop). Every write is atomic (a
+/// temporary file in the same directory, whose extension the server ignores,
+/// renamed into place) so the watcher never sees half a file.
+pub struct PluginDir {
+    path: PathBuf,
+}
+
+impl Default for PluginDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PluginDir {
+    /// Creates an empty directory under the system temp dir.
+    pub fn new() -> PluginDir {
+        let path =
+            std::env::temp_dir().join(format!("vigil-plugins-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).expect("create plugin dir");
+        PluginDir { path }
+    }
+
+    /// The directory (pass to [`TestServerBuilder::plugin_dir`]).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `<dir>/<name>.wasm`.
+    pub fn wasm_path(&self, name: &str) -> PathBuf {
+        self.path.join(format!("{name}.wasm"))
+    }
+
+    /// `<dir>/<name>.toml`.
+    pub fn manifest_path(&self, name: &str) -> PathBuf {
+        self.path.join(format!("{name}.toml"))
+    }
+
+    fn write_atomic(&self, target: &Path, bytes: &[u8]) {
+        let tmp = self.path.join(format!(
+            ".{}.tmp-{}",
+            target.file_name().and_then(|n| n.to_str()).unwrap_or("x"),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::write(&tmp, bytes).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+        std::fs::rename(&tmp, target)
+            .unwrap_or_else(|e| panic!("rename to {}: {e}", target.display()));
+    }
+
+    /// Installs the component of plugin crate `fixture` (see
+    /// [`plugins::plugin_wasm`]) as `<name>.wasm`, atomically.
+    pub fn install(&self, name: &str, fixture: &str) {
+        let bytes = std::fs::read(plugins::plugin_wasm(fixture)).expect("read component");
+        self.write_wasm(name, &bytes);
+    }
+
+    /// Writes `<name>.toml` first, then installs `fixture` as `<name>.wasm`.
+    pub fn install_with_manifest(&self, name: &str, fixture: &str, manifest: &str) {
+        self.write_manifest(name, manifest);
+        self.install(name, fixture);
+    }
+
+    /// Writes `<name>.toml` atomically.
+    pub fn write_manifest(&self, name: &str, manifest: &str) {
+        self.write_atomic(&self.manifest_path(name), manifest.as_bytes());
+    }
+
+    /// Writes `<name>.wasm` atomically with arbitrary bytes.
+    pub fn write_wasm(&self, name: &str, bytes: &[u8]) {
+        self.write_atomic(&self.wasm_path(name), bytes);
+    }
+
+    /// Removes `<name>.wasm` (the manifest stays).
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.wasm_path(name))
+            .unwrap_or_else(|e| panic!("remove {name}.wasm: {e}"));
+    }
+}
+
+impl Drop for PluginDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Hex SHA-256 of a plugin crate's component (what `/api/v2/plugins` shows as `sha256`).
+pub fn plugin_sha256(fixture: &str) -> String {
+    let out = Command::new("sha256sum")
+        .arg(plugins::plugin_wasm(fixture))
+        .output()
+        .expect("run sha256sum");
+    assert!(out.status.success(), "sha256sum failed");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_string()
+}
+
+/// A value from `/proc/<pid>/status` in bytes (e.g. `"VmRSS"`, `"VmHWM"`).
+pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(&format!("{field}:")))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+impl TestServer {
+    /// `plugins` of `GET /api/v2/plugins`; asserts 200.
+    pub async fn plugins(&self) -> Vec<Value> {
+        let (status, json) = status_json(self.get("/api/v2/plugins").await).await;
+        assert_eq!(status, 200, "GET /api/v2/plugins: {json}");
+        json["plugins"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// One plugin of `GET /api/v2/plugins` by name.
+    pub async fn plugin(&self, name: &str) -> Option<Value> {
+        self.plugins().await.into_iter().find(|p| p["name"] == name)
+    }
+
+    /// `publishers` of `GET /api/v2/publishers`; asserts 200.
+    pub async fn publishers(&self) -> Vec<Value> {
+        let (status, json) = status_json(self.get("/api/v2/publishers").await).await;
+        assert_eq!(status, 200, "GET /api/v2/publishers: {json}");
+        json["publishers"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// One publisher of `GET /api/v2/publishers` by name.
+    pub async fn publisher(&self, name: &str) -> Option<Value> {
+        self.publishers()
+            .await
+            .into_iter()
+            .find(|p| p["name"] == name)
+    }
+
+    /// Polls `GET /api/v2/plugins` until plugin `name` satisfies `pred`; returns it.
+    pub async fn wait_plugin(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut last = Value::Null;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(p) = self.plugin(name).await {
+                if pred(&p) {
+                    return p;
+                }
+                last = p;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {timeout:?} waiting for plugin {name}: {what}\nlast status: {last:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls `GET /api/v2/publishers` until publisher `name` satisfies `pred`; returns it.
+    pub async fn wait_publisher(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let mut last = Value::Null;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(p) = self.publisher(name).await {
+                if pred(&p) {
+                    return p;
+                }
+                last = p;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {timeout:?} waiting for publisher {name}: {what}\nlast status: {last:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// One request a [`WebhookReceiver`] read completely.
+#[derive(Clone, Debug)]
+pub struct ReceivedRequest {
+    /// When its connection was accepted.
+    pub accepted_at: Instant,
+    /// When the request had been read completely.
+    pub at: Instant,
+    pub method: String,
+    pub path: String,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The body (chunked transfer coding removed).
+    pub body: Vec<u8>,
+    /// The status the receiver answered (or was about to answer).
+    pub status: u16,
+}
+
+impl ReceivedRequest {
+    /// First header of that (case-insensitive) name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The `samples` array of a webhook-publisher body.
+    pub fn samples(&self) -> Vec<Value> {
+        self.json()["samples"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The `seq` of every sample in the body, in body order.
+    pub fn seqs(&self) -> Vec<i64> {
+        self.samples()
+            .iter()
+            .filter_map(|s| s["seq"].as_i64())
+            .collect()
+    }
+}
+
+/// What a [`WebhookReceiver`] answers to one request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// Waited before the answer is written.
+    pub delay: Duration,
+}
+
+impl Reply {
+    /// `200 {}`.
+    pub fn ok() -> Reply {
+        Reply::status(200)
+    }
+    /// `<code> {}`.
+    pub fn status(code: u16) -> Reply {
+        Reply {
+            status: code,
+            headers: Vec::new(),
+            body: "{}".into(),
+            delay: Duration::ZERO,
+        }
+    }
+    /// Adds a response header.
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+    /// Sets a JSON body.
+    pub fn json(mut self, body: &Value) -> Reply {
+        self.body = body.to_string();
+        self
+    }
+    /// Waits `d` before answering.
+    pub fn delay(mut self, d: Duration) -> Reply {
+        self.delay = d;
+        self
+    }
+}
+
+type ReplyFn = Box<dyn FnMut(&ReceivedRequest, usize) -> Reply + Send>;
+
+/// A minimal HTTP/1.1 server on 127.0.0.1 standing in for a webhook: reads each
+/// request (Content-Length or chunked body), records it, answers what the
+/// handler says (default `200 {}`) and closes the connection. Runs on the
+/// current tokio runtime; stops on drop.
+pub struct WebhookReceiver {
+    addr: SocketAddr,
+    requests: Arc<Mutex<Vec<ReceivedRequest>>>,
+    handler: Arc<Mutex<ReplyFn>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WebhookReceiver {
+    /// Starts a receiver that answers `200 {}` to everything.
+    pub async fn start() -> WebhookReceiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("receiver addr");
+        let requests: Arc<Mutex<Vec<ReceivedRequest>>> = Arc::default();
+        let handler: Arc<Mutex<ReplyFn>> = Arc::new(Mutex::new(Box::new(|_, _| Reply::ok())));
+        let (reqs, h) = (requests.clone(), handler.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let accepted_at = Instant::now();
+                let (reqs, h) = (reqs.clone(), h.clone());
+                tokio::spawn(async move {
+                    let _ = serve_one(stream, accepted_at, reqs, h).await;
+                });
+            }
+        });
+        WebhookReceiver {
+            addr,
+            requests,
+            handler,
+            task,
+        }
+    }
+
+    /// Replaces the handler; it gets the request and its 0-based index.
+    pub fn set_handler(&self, f: impl FnMut(&ReceivedRequest, usize) -> Reply + Send + 'static) {
+        *self.handler.lock().expect("handler") = Box::new(f);
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>` (for `allowed_hosts`).
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Every request read so far, in arrival order.
+    pub fn requests(&self) -> Vec<ReceivedRequest> {
+        self.requests.lock().expect("requests").clone()
+    }
+
+    /// Number of requests read so far.
+    pub fn count(&self) -> usize {
+        self.requests.lock().expect("requests").len()
+    }
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_one(
+    stream: tokio::net::TcpStream,
+    accepted_at: Instant,
+    requests: Arc<Mutex<Vec<ReceivedRequest>>>,
+    handler: Arc<Mutex<ReplyFn>>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let mut reader = tokio::io::BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).await? == 0 {
+        return Ok(());
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().ok_or_else(|| bad("no method"))?.to_string();
+    let path = parts.next().ok_or_else(|| bad("no path"))?.to_string();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await? == 0 {
+            return Err(bad("eof in headers"));
+        }
+        let l = line.trim_end_matches(['\r', '\n']);
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let mut body = Vec::new();
+    if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).await? == 0 {
+                return Err(bad("eof in chunk size"));
+            }
+            let size_text = line
+                .trim()
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            let size = usize::from_str_radix(&size_text, 16).map_err(|_| bad("chunk size"))?;
+            if size == 0 {
+                // Trailers until the empty line.
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).await? == 0
+                        || line.trim_end_matches(['\r', '\n']).is_empty()
+                    {
+                        break;
+                    }
+                }
+                break;
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            reader.read_exact(&mut body[start..]).await?;
+            let mut crlf = [0u8; 2];
+            reader.read_exact(&mut crlf).await?;
+        }
+    } else if let Some(len) = header("content-length") {
+        let len: usize = len.parse().map_err(|_| bad("content-length"))?;
+        body.resize(len, 0);
+        reader.read_exact(&mut body).await?;
+    }
+    let mut req = ReceivedRequest {
+        accepted_at,
+        at: Instant::now(),
+        method,
+        path,
+        headers,
+        body,
+        status: 0,
+    };
+    let reply = {
+        let mut reqs = requests.lock().expect("requests");
+        let index = reqs.len();
+        let reply = (handler.lock().expect("handler"))(&req, index);
+        req.status = reply.status;
+        reqs.push(req);
+        reply
+    };
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let reason = match reply.status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Status",
+    };
+    let mut head = format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
+        reply.status,
+        reply.body.len()
+    );
+    for (k, v) in &reply.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let stream = reader.get_mut();
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(reply.body.as_bytes()).await?;
+    stream.flush().await?;
+    let _ = stream.shutdown().await;
+    Ok(())
+}
+
+/// A task reporting gauge samples to `server` until stopped: every `interval`
+/// one report of `per_report` samples of `name` for `component`, with values
+/// counting up from 0. Returns the stop flag, the number of acknowledged
+/// samples, and the task (which ends at the first failed request).
+pub fn start_reporter(
+    server: &TestServer,
+    component: &str,
+    name: &str,
+    per_report: usize,
+    interval: Duration,
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicUsize::new(0));
+    let url = server.url("/api/v2/metrics/report");
+    let (component, name) = (component.to_string(), name.to_string());
+    let (s, a) = (stop.clone(), acked.clone());
+    let task = tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let mut n = 0usize;
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !s.load(Ordering::SeqCst) {
+            tick.tick().await;
+            let body = report(
+                &component,
+                (0..per_report).map(|i| gauge(&name, (n + i) as f64)),
+            );
+            match client.post(&url).json(&body).send().await {
+                Ok(r) if r.status() == 200 => {
+                    n += per_report;
+                    a.fetch_add(per_report, Ordering::SeqCst);
+                }
+                _ => return,
+            }
+        }
+    });
+    (stop, acked, task)
 }

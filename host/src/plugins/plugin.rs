@@ -370,6 +370,7 @@ impl Plugin {
     async fn guarded(&self, instance: &mut Instance, op: Op<'_>) -> Result<Answer, String> {
         let timeout = self.call_timeout();
         instance.store.data_mut().deadline = Some(Instant::now() + timeout);
+        instance.store.data_mut().cap.refused = None;
         instance.store.set_epoch_deadline(1);
         // The epoch deadline interrupts guest code; the outer timeout also
         // covers time spent waiting in host calls (outbound HTTP).
@@ -377,6 +378,9 @@ impl Plugin {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 let mut message = fault_message(&e);
+                if let Some(cap) = instance.store.data_mut().cap.take_refusal() {
+                    message = format!("{cap}: {message}");
+                }
                 if let Some(logged) = instance.store.data_mut().last_error_log.take() {
                     message.push_str(&format!(" (plugin logged: {logged})"));
                 }
@@ -572,6 +576,17 @@ impl Plugin {
                 "fields answered out of turn".into(),
             )),
         }
+    }
+
+    /// Creates (and drops) one fresh instance and returns how long
+    /// instantiation took; for the instantiation benchmark.
+    #[doc(hidden)]
+    pub async fn time_instantiation(&self) -> Result<Duration, String> {
+        let started = Instant::now();
+        let instance = self.instantiate().await?;
+        let elapsed = started.elapsed();
+        drop(instance);
+        Ok(elapsed)
     }
 
     /// Waits for an in-flight call to finish and drops the instance.

@@ -19,7 +19,7 @@ use super::manifest::PluginManifest;
 use super::plugin::{Plugin, PluginCondition};
 
 /// How long the watcher waits for a burst of file events to settle.
-const SETTLE: Duration = Duration::from_millis(150);
+const SETTLE: Duration = Duration::from_millis(25);
 
 /// A directory entry's state: the running plugin and the last load problem.
 #[derive(Default)]

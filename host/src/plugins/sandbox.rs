@@ -93,10 +93,27 @@ impl WasiHttpHooks for OutboundPolicy {
     }
 }
 
-/// A memory cap that traps with a clear message and remembers usage.
+/// A memory cap: growth beyond it fails (`memory.grow` returns -1, so a
+/// plugin using `try_reserve` can cope); a trap that follows is explained
+/// with the cap. Remembers usage.
 pub struct MemoryCap {
     max: usize,
     current: Arc<AtomicU64>,
+    /// Set when a growth was refused during the current call.
+    pub refused: Option<usize>,
+}
+
+impl MemoryCap {
+    /// Explains a refused growth, if one happened since the last call.
+    pub fn take_refusal(&mut self) -> Option<String> {
+        self.refused.take().map(|desired| {
+            format!(
+                "memory cap of {} MiB exceeded (wanted {} MiB)",
+                self.max / (1024 * 1024),
+                desired.div_ceil(1024 * 1024)
+            )
+        })
+    }
 }
 
 impl ResourceLimiter for MemoryCap {
@@ -107,11 +124,8 @@ impl ResourceLimiter for MemoryCap {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         if desired > self.max {
-            return Err(wasmtime::Error::msg(format!(
-                "memory cap of {} MiB exceeded (wanted {} MiB)",
-                self.max / (1024 * 1024),
-                desired.div_ceil(1024 * 1024)
-            )));
+            self.refused = Some(desired);
+            return Ok(false);
         }
         self.current.store(desired as u64, Ordering::Relaxed);
         Ok(true)
@@ -170,6 +184,7 @@ impl PluginState {
         let cap = MemoryCap {
             max: caps.memory_mb as usize * 1024 * 1024,
             current: memory_in_use,
+            refused: None,
         };
         PluginState {
             policy: OutboundPolicy {
