@@ -26,7 +26,9 @@ const SETTLE: Duration = Duration::from_millis(25);
 pub struct PluginSlot {
     pub current: Option<Arc<Plugin>>,
     pub last_load_error: Option<String>,
-    pub failed_sha256: Option<String>,
+    /// The file and manifest that last failed to load, so an unchanged bad
+    /// plugin is not recompiled on every directory event.
+    pub failed: Option<(String, PluginManifest)>,
 }
 
 /// What a reload did.
@@ -160,13 +162,19 @@ impl PluginRegistry {
         if !force {
             if let Some(cur) = &current {
                 if cur.sha256 == sha && cur.manifest == manifest {
+                    // The disk matches what runs again: an earlier rejection is moot.
+                    if let Some(slot) = self.slots.write().get_mut(name) {
+                        slot.last_load_error = None;
+                        slot.failed = None;
+                    }
                     return ReloadOutcome::Unchanged;
                 }
             }
             let slots = self.slots.read();
-            if current.is_none()
-                && slots.get(name).and_then(|s| s.failed_sha256.as_deref()) == Some(sha.as_str())
-            {
+            let failed_before = slots.get(name).and_then(|s| s.failed.as_ref()).is_some_and(
+                |(failed_sha, failed_manifest)| *failed_sha == sha && *failed_manifest == manifest,
+            );
+            if failed_before {
                 return ReloadOutcome::Unchanged;
             }
         }
@@ -174,8 +182,14 @@ impl PluginRegistry {
         let compiled = tokio::task::spawn_blocking(move || engine.compile(&bytes)).await;
         let compiled = match compiled {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => return self.reject(name, e.0, Some(sha)),
-            Err(e) => return self.reject(name, format!("compilation crashed: {e}"), Some(sha)),
+            Ok(Err(e)) => return self.reject(name, e.0, Some((sha, manifest))),
+            Err(e) => {
+                return self.reject(
+                    name,
+                    format!("compilation crashed: {e}"),
+                    Some((sha, manifest)),
+                )
+            }
         };
         let loaded = Plugin::load(
             self.engine.clone(),
@@ -184,7 +198,7 @@ impl PluginRegistry {
             compiled.component,
             compiled.sha256,
             compiled.cache_hit,
-            manifest,
+            manifest.clone(),
         )
         .await;
         match loaded {
@@ -194,7 +208,7 @@ impl PluginRegistry {
                     let mut slots = self.slots.write();
                     let slot = slots.entry(name.to_string()).or_default();
                     slot.last_load_error = None;
-                    slot.failed_sha256 = None;
+                    slot.failed = None;
                     slot.current.replace(plugin.clone())
                 };
                 tracing::info!(plugin = %name, kind = plugin.kind.as_str(), version = %plugin.description.version, sha256 = %plugin.sha256, "plugin running");
@@ -206,11 +220,16 @@ impl PluginRegistry {
                     None => ReloadOutcome::Loaded,
                 }
             }
-            Err(e) => self.reject(name, e, Some(sha)),
+            Err(e) => self.reject(name, e, Some((sha, manifest))),
         }
     }
 
-    fn reject(&self, name: &str, error: String, sha: Option<String>) -> ReloadOutcome {
+    fn reject(
+        &self,
+        name: &str,
+        error: String,
+        failed: Option<(String, PluginManifest)>,
+    ) -> ReloadOutcome {
         let mut slots = self.slots.write();
         let slot = slots.entry(name.to_string()).or_default();
         let kept_old = slot.current.is_some();
@@ -221,7 +240,7 @@ impl PluginRegistry {
         };
         tracing::warn!(plugin = %name, error = %message, "plugin load failed");
         slot.last_load_error = Some(message);
-        slot.failed_sha256 = sha;
+        slot.failed = failed;
         ReloadOutcome::Rejected { error, kept_old }
     }
 

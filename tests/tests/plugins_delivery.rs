@@ -1,0 +1,493 @@
+//! Durable delivery to publisher plugins: the cursor survives a crash, retryable
+//! errors are retried honouring `Retry-After`, per-item rejections become dead
+//! letters, a permanent error holds data back without dropping it, and
+//! publishers progress independently.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use vigil_tests::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn webhook_manifest(receiver: &WebhookReceiver, path: &str) -> String {
+    format!(
+        "[capabilities]\nallowed_hosts = [\"{}\"]\n[config]\nurl = \"{}\"\n",
+        receiver.origin(),
+        receiver.url(path)
+    )
+}
+
+/// A server on a fresh plugin dir holding the given webhook publishers
+/// (`(name, receiver)`), each posting to `/ingest`; waits until every cursor
+/// is open so that everything reported afterwards is theirs.
+async fn start(
+    db: &TestDatabase,
+    dir: &PluginDir,
+    publishers: &[(&str, &WebhookReceiver)],
+) -> TestServer {
+    for (name, receiver) in publishers {
+        dir.install_with_manifest(
+            name,
+            "webhook-publisher",
+            &webhook_manifest(receiver, "/ingest"),
+        );
+    }
+    let server = TestServer::builder(db).plugin_dir(dir.path()).start().await;
+    for (name, _) in publishers {
+        server
+            .wait_publisher(name, WAIT, "cursor opened", |p| p["cursor_seq"] == 0)
+            .await;
+    }
+    server
+}
+
+/// Reports `n` gauge samples (in reports of at most 10 000, the per-request
+/// limit) of `metric`.
+async fn report_n(server: &TestServer, component: &str, metric: &str, n: usize) {
+    let mut sent = 0;
+    while sent < n {
+        let k = (n - sent).min(10_000);
+        server
+            .report_ok(&report(
+                component,
+                (sent..sent + k).map(|i| gauge(metric, i as f64)),
+            ))
+            .await;
+        sent += k;
+    }
+}
+
+/// Seqs of every stored sample of `component`, ascending.
+async fn stored_seqs(server: &TestServer, component: &str) -> Vec<i64> {
+    server
+        .query_all(&[("component_name", component), ("limit", "10000")])
+        .await
+        .iter()
+        .map(|s| s["seq"].as_i64().expect("seq"))
+        .collect()
+}
+
+fn seq_counts(requests: &[ReceivedRequest]) -> BTreeMap<i64, usize> {
+    let mut counts = BTreeMap::new();
+    for s in requests.iter().flat_map(|r| r.seqs()) {
+        *counts.entry(s).or_insert(0usize) += 1;
+    }
+    counts
+}
+
+async fn wait_lag_zero(server: &TestServer, name: &str, timeout: Duration) -> Value {
+    server
+        .wait_publisher(name, timeout, "lag 0", |p| p["lag"] == 0)
+        .await
+}
+
+// ---------------------------------------------------------------------------
+// (1) restart
+// ---------------------------------------------------------------------------
+
+async fn a_crash_resumes_delivery_from_the_stored_cursor(backend: Backend) {
+    let receiver = WebhookReceiver::start().await;
+    let db = TestDatabase::new(&backend).await;
+    let dir = PluginDir::new();
+    let mut server = start(&db, &dir, &[("hook", &receiver)]).await;
+    let component = unique("crash");
+
+    report_n(&server, &component, "crash_value", 200).await;
+    let p = wait_lag_zero(&server, "hook", WAIT).await;
+    assert_eq!(p["delivered"], 200, "{p:#}");
+
+    // More samples arrive; the receiver takes its time, so that a batch is in
+    // flight and a backlog waits when the server dies.
+    receiver.set_handler(|_, _| Reply::ok().delay(Duration::from_millis(400)));
+    let (_stop, acked, reporter) = start_reporter(
+        &server,
+        &component,
+        "crash_value",
+        10,
+        Duration::from_millis(20),
+    );
+    let posted = receiver.count();
+    poll_until(WAIT, "deliveries of the new samples and a backlog", || {
+        let (n, a) = (receiver.count(), acked.load(Ordering::SeqCst));
+        let server = &server;
+        async move {
+            if n < posted + 3 || a < 500 {
+                return None;
+            }
+            let lag = server.publisher("hook").await?["lag"].as_i64()?;
+            (lag > 0).then_some(())
+        }
+    })
+    .await;
+    server.kill();
+    let killed_at = Instant::now();
+    reporter.await.expect("reporter");
+    let acked = acked.load(Ordering::SeqCst) + 200;
+
+    server.restart().await;
+    let p = wait_lag_zero(&server, "hook", Duration::from_secs(60)).await;
+    assert_eq!(p["dead_lettered"], 0, "{p:#}");
+
+    let stored = stored_seqs(&server, &component).await;
+    assert!(
+        stored.len() >= acked,
+        "{} stored < {acked} acknowledged",
+        stored.len()
+    );
+    let requests = receiver.requests();
+    let (before, after): (Vec<_>, Vec<_>) = requests
+        .iter()
+        .cloned()
+        .partition(|r| r.accepted_at < killed_at);
+    assert!(!after.is_empty(), "nothing was delivered after the restart");
+    let counts = seq_counts(&requests);
+    let missing: Vec<i64> = stored
+        .iter()
+        .copied()
+        .filter(|s| !counts.contains_key(s))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} stored samples never reached the receiver: {:?}",
+        missing.len(),
+        stored.len(),
+        &missing[..missing.len().min(20)]
+    );
+    let stored_set: BTreeSet<i64> = stored.iter().copied().collect();
+    let unknown: Vec<i64> = counts
+        .keys()
+        .copied()
+        .filter(|s| !stored_set.contains(s))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "delivered seqs that are not stored: {unknown:?}"
+    );
+
+    // At-least-once: only the batch whose cursor update the crash lost may
+    // come twice.
+    let dups: Vec<i64> = counts
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(s, _)| *s)
+        .collect();
+    let last_before: BTreeSet<i64> = before
+        .last()
+        .map(|r| r.seqs())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    assert!(
+        dups.iter().all(|s| last_before.contains(s)),
+        "duplicates beyond the last batch before the crash ({} seqs from {:?}): {dups:?}",
+        last_before.len(),
+        last_before.first()
+    );
+    assert!(counts.values().all(|n| *n <= 2), "a seq arrived 3 times");
+    eprintln!(
+        "crash ({}): {} stored, {acked} acknowledged, {} requests before the kill, {} after, {} seqs delivered twice",
+        backend.name(),
+        stored.len(),
+        before.len(),
+        after.len(),
+        dups.len()
+    );
+}
+
+backend_tests!(a_crash_resumes_delivery_from_the_stored_cursor);
+
+// ---------------------------------------------------------------------------
+// (2) retryable errors
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_errors_are_retried_honouring_retry_after() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.set_handler(|_, i| {
+        if i < 3 {
+            Reply::status(503).header("Retry-After", "1")
+        } else {
+            Reply::ok()
+        }
+    });
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    let server = start(&db, &dir, &[("hook", &receiver)]).await;
+    let component = unique("retry");
+    report_n(&server, &component, "retry_value", 50).await;
+
+    let failing = server
+        .wait_publisher("hook", WAIT, "a retryable error", |p| {
+            p["last_error"].is_string()
+        })
+        .await;
+    let error = failing["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("retryable:") && error.contains("503"),
+        "{failing:#}"
+    );
+    assert!(failing["lag"].as_i64().unwrap_or(0) > 0, "{failing:#}");
+    assert!(failing["last_error_at"].is_string(), "{failing:#}");
+
+    let done = wait_lag_zero(&server, "hook", WAIT).await;
+    assert_eq!(done["delivered"], 50, "{done:#}");
+    assert_eq!(
+        done["last_error"],
+        Value::Null,
+        "a success clears the error: {done:#}"
+    );
+
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 4, "3 refused attempts and 1 success");
+    for w in requests.windows(2) {
+        let gap = w[1].at - w[0].at;
+        assert!(
+            gap >= Duration::from_millis(900),
+            "a retry came {gap:?} after the previous attempt despite Retry-After: 1"
+        );
+    }
+    let key = requests[0]
+        .header("idempotency-key")
+        .expect("Idempotency-Key");
+    for r in &requests {
+        assert_eq!(
+            r.header("idempotency-key"),
+            Some(key),
+            "the retried batch changed"
+        );
+    }
+    let stored = stored_seqs(&server, &component).await;
+    assert_eq!(requests[3].seqs(), stored, "the accepted batch");
+}
+
+// ---------------------------------------------------------------------------
+// (3) dead letters
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_item_rejections_go_to_dead_letters() {
+    let receiver = WebhookReceiver::start().await;
+    // Refuses every sample labelled bad=yes; accepts the rest.
+    receiver.set_handler(|req, _| {
+        let rejected: Vec<Value> = req
+            .samples()
+            .iter()
+            .filter(|s| s["labels"]["bad"] == "yes")
+            .map(|s| json!({"seq": s["seq"], "reason": "mapping conflict"}))
+            .collect();
+        if rejected.is_empty() {
+            Reply::ok()
+        } else {
+            Reply::status(400).json(&json!({ "rejected": rejected }))
+        }
+    });
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    let server = start(&db, &dir, &[("hook", &receiver)]).await;
+    let component = unique("dead");
+    server
+        .report_ok(&report(
+            &component,
+            (0..30).map(|i| {
+                gauge("dead_value", i as f64).label("bad", if i % 6 == 0 { "yes" } else { "no" })
+            }),
+        ))
+        .await;
+
+    let p = wait_lag_zero(&server, "hook", WAIT).await;
+    assert_eq!(p["dead_lettered"], 5, "{p:#}");
+    assert_eq!(p["delivered"], 25, "{p:#}");
+    assert_eq!(p["last_error"], Value::Null, "{p:#}");
+
+    let bad: Vec<Value> = server
+        .query_all(&[("component_name", component.as_str()), ("label", "bad=yes")])
+        .await;
+    let bad_seqs: Vec<i64> = bad
+        .iter()
+        .map(|s| s["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(bad_seqs.len(), 5);
+    let stored = stored_seqs(&server, &component).await;
+    assert_eq!(
+        p["cursor_seq"],
+        *stored.last().expect("stored"),
+        "the cursor moved past the rejected items: {p:#}"
+    );
+
+    let (status, page) =
+        status_json(server.get("/api/v2/publishers/hook/dead-letters").await).await;
+    assert_eq!(status, 200, "{page:#}");
+    let letters = page["dead_letters"].as_array().expect("dead_letters");
+    let seqs: Vec<i64> = letters
+        .iter()
+        .map(|d| d["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, bad_seqs, "{page:#}");
+    assert_eq!(page["next_after"], Value::Null, "{page:#}");
+    for (d, sample) in letters.iter().zip(&bad) {
+        assert_eq!(d["reason"], "mapping conflict", "{d:#}");
+        assert!(d["id"].is_i64(), "{d:#}");
+        assert!(d["created_at"].is_string(), "{d:#}");
+        let item = &d["item"];
+        assert_eq!(item["seq"], d["seq"], "{d:#}");
+        assert_eq!(item["component"], component.as_str(), "{d:#}");
+        assert_eq!(item["name"], "dead_value", "{d:#}");
+        assert_eq!(item["kind"], "gauge", "{d:#}");
+        assert_eq!(item["value"], sample["metric_value"], "{d:#}");
+        assert_eq!(item["labels"]["bad"], "yes", "{d:#}");
+    }
+
+    // Paging.
+    let (_, first) = status_json(
+        server
+            .get("/api/v2/publishers/hook/dead-letters?limit=2")
+            .await,
+    )
+    .await;
+    assert_eq!(
+        first["dead_letters"].as_array().map(Vec::len),
+        Some(2),
+        "{first:#}"
+    );
+    let after = first["next_after"].as_i64().expect("next_after");
+    let (_, rest) = status_json(
+        server
+            .get(&format!(
+                "/api/v2/publishers/hook/dead-letters?after={after}&limit=10"
+            ))
+            .await,
+    )
+    .await;
+    let rest_seqs: Vec<i64> = rest["dead_letters"]
+        .as_array()
+        .expect("dead_letters")
+        .iter()
+        .map(|d| d["seq"].as_i64().expect("seq"))
+        .collect();
+    assert_eq!(rest_seqs, bad_seqs[2..], "{rest:#}");
+
+    // The receiver got every good sample.
+    let accepted: BTreeSet<i64> = receiver
+        .requests()
+        .iter()
+        .flat_map(|r| r.seqs())
+        .filter(|s| !bad_seqs.contains(s))
+        .collect();
+    let good: BTreeSet<i64> = stored
+        .iter()
+        .copied()
+        .filter(|s| !bad_seqs.contains(s))
+        .collect();
+    assert_eq!(accepted, good);
+    let (status, _) = status_json(server.get("/api/v2/publishers/Bad!/dead-letters").await).await;
+    assert_eq!(status, 400);
+}
+
+// ---------------------------------------------------------------------------
+// (4) permanent errors
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_error_holds_data_back_without_dropping_it() {
+    let receiver = WebhookReceiver::start().await;
+    let refusing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let r = refusing.clone();
+    receiver.set_handler(move |_, _| {
+        if r.load(Ordering::SeqCst) {
+            Reply::status(401).json(&json!({"error": "bad credentials"}))
+        } else {
+            Reply::ok()
+        }
+    });
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    let server = start(&db, &dir, &[("hook", &receiver)]).await;
+    let component = unique("perm");
+    report_n(&server, &component, "perm_value", 20).await;
+
+    let failing = server
+        .wait_publisher("hook", WAIT, "a permanent error", |p| {
+            p["last_error"].is_string()
+        })
+        .await;
+    let error = failing["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("permanent:") && error.contains("401"),
+        "{failing:#}"
+    );
+    assert_eq!(failing["lag"], 20, "{failing:#}");
+    assert_eq!(failing["delivered"], 0, "{failing:#}");
+    assert_eq!(failing["dead_lettered"], 0, "{failing:#}");
+    let (status, page) =
+        status_json(server.get("/api/v2/publishers/hook/dead-letters").await).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        page["dead_letters"],
+        json!([]),
+        "nothing is dead-lettered: {page:#}"
+    );
+
+    // The permanent backoff is long (30 s ± 20 %); the receiver recovers and
+    // the held-back samples arrive at the next attempt.
+    let waiting = server
+        .wait_publisher("hook", WAIT, "backing off", |p| p["state"] == "backing_off")
+        .await;
+    let next_ms = waiting["next_attempt_in_ms"]
+        .as_u64()
+        .expect("next_attempt_in_ms");
+    assert!(next_ms <= 36_000, "{waiting:#}");
+    refusing.store(false, Ordering::SeqCst);
+    let done = wait_lag_zero(&server, "hook", Duration::from_millis(next_ms + 15_000)).await;
+    assert_eq!(done["delivered"], 20, "{done:#}");
+    assert_eq!(done["last_error"], Value::Null, "{done:#}");
+    let last = receiver.requests().last().cloned().expect("requests");
+    assert_eq!(last.status, 200);
+    assert_eq!(last.seqs(), stored_seqs(&server, &component).await);
+}
+
+// ---------------------------------------------------------------------------
+// (5) publishers side by side
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishers_deliver_side_by_side_each_at_its_own_pace() {
+    let fast = WebhookReceiver::start().await;
+    let slow = WebhookReceiver::start().await;
+    slow.set_handler(|_, _| Reply::ok().delay(Duration::from_millis(200)));
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    let server = start(&db, &dir, &[("fast", &fast), ("slow", &slow)]).await;
+    let component = unique("pace");
+    report_n(&server, &component, "pace_value", 10_000).await;
+
+    // One report: a backlog of ten full batches for both at once. The fast
+    // publisher drains while the slow one still has a backlog.
+    let fast_done = wait_lag_zero(&server, "fast", Duration::from_secs(60)).await;
+    let slow_then = server.publisher("slow").await.expect("slow");
+    assert!(
+        slow_then["lag"].as_i64().unwrap_or(0) > 0,
+        "the slow publisher was as quick as the fast one: fast {fast_done:#} slow {slow_then:#}"
+    );
+    let slow_done = wait_lag_zero(&server, "slow", Duration::from_secs(60)).await;
+    assert_eq!(fast_done["delivered"], 10_000);
+    assert_eq!(slow_done["delivered"], 10_000);
+
+    let stored: Vec<i64> = stored_seqs(&server, &component).await;
+    assert_eq!(stored.len(), 10_000);
+    for (name, receiver) in [("fast", &fast), ("slow", &slow)] {
+        let requests = receiver.requests();
+        let counts = seq_counts(&requests);
+        assert!(counts.values().all(|n| *n == 1), "{name}: duplicates");
+        assert_eq!(
+            counts.keys().copied().collect::<Vec<_>>(),
+            stored,
+            "{name}: not every sample arrived"
+        );
+        assert!(
+            requests.iter().all(|r| r.seqs().len() <= 1000),
+            "{name}: a batch above 1000 items"
+        );
+    }
+}
