@@ -145,10 +145,14 @@ impl PluginEngine {
         }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| EngineError(format!("not a valid WebAssembly component: {e:#}")))?;
-        if let Some(path) = &cached {
-            if let Err(e) = store_cached(&component, path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not write the plugin cache");
-            }
+        if let Some(path) = cached {
+            // Writing the cache is off the reload's critical path.
+            let artefact = component.clone();
+            std::thread::spawn(move || {
+                if let Err(e) = store_cached(&artefact, &path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not write the plugin cache");
+                }
+            });
         }
         Ok(Compiled {
             component,
