@@ -378,3 +378,53 @@ async fn restoring_the_running_version_after_a_bad_replacement_clears_the_error(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A plugin first serves from the fast baseline tier, moves to the optimised
+/// tier in the background keeping its counters, and after a restart starts
+/// optimised straight from the compile cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_plugin_serves_from_the_baseline_tier_then_moves_to_the_optimised_one() {
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    dir.install("tiered", "noop-publisher");
+    let mut server = TestServer::builder(&db)
+        .plugin_dir(dir.path())
+        .start()
+        .await;
+    let first = server
+        .wait_plugin("tiered", Duration::from_secs(10), "loaded", |p| {
+            p["state"] == "loaded"
+        })
+        .await;
+    assert!(
+        first["tier"] == "baseline" || first["tier"] == "optimized",
+        "{first:#}"
+    );
+    let optimized = server
+        .wait_plugin("tiered", Duration::from_secs(60), "optimised tier", |p| {
+            p["tier"] == "optimized"
+        })
+        .await;
+    assert_eq!(optimized["sha256"], first["sha256"]);
+    // Counters survive the change of tier.
+    server
+        .report_ok(&report(&unique("tier"), [gauge("tier_gauge", 1.0)]))
+        .await;
+    let delivered = server
+        .wait_plugin("tiered", Duration::from_secs(20), "a call", |p| {
+            p["calls"].as_u64().unwrap_or(0) >= 1
+        })
+        .await;
+    assert_eq!(delivered["tier"], "optimized");
+    server.terminate().await;
+    server.restart().await;
+    let again = server
+        .wait_plugin("tiered", Duration::from_secs(10), "loaded", |p| {
+            p["state"] == "loaded"
+        })
+        .await;
+    assert_eq!(
+        again["tier"], "optimized",
+        "a restart should hit the compile cache: {again:#}"
+    );
+}

@@ -24,6 +24,8 @@ pub struct PluginStatus {
     pub plugin_version: Option<String>,
     pub description: Option<String>,
     pub sha256: Option<String>,
+    /// `baseline` (Winch, just loaded) or `optimized` (Cranelift).
+    pub tier: Option<String>,
     /// loaded, failed or quarantined.
     pub state: String,
     pub last_error: Option<String>,
@@ -73,6 +75,7 @@ pub fn status_of(
             plugin_version: None,
             description: None,
             sha256: None,
+            tier: None,
             state: "failed".into(),
             last_error: load_error,
             loaded_at: None,
@@ -99,6 +102,13 @@ pub fn status_of(
                 plugin_version: Some(p.description.version.clone()),
                 description: Some(p.description.description.clone()),
                 sha256: Some(p.sha256.clone()),
+                tier: Some(
+                    match p.tier {
+                        crate::plugins::Tier::Baseline => "baseline",
+                        crate::plugins::Tier::Optimized => "optimized",
+                    }
+                    .to_string(),
+                ),
                 state: serde_json::to_value(condition)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))

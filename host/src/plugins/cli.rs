@@ -93,7 +93,8 @@ fn read_manifest(path: Option<&Path>) -> Result<PluginManifest, String> {
 
 async fn load(file: &Path, manifest: PluginManifest, configure: bool) -> Result<Plugin, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("reading {}: {e}", file.display()))?;
-    let engine = Arc::new(PluginEngine::new(None).map_err(|e| e.0)?);
+    // One-shot runs want the code the server would run in steady state.
+    let engine = Arc::new(PluginEngine::with_tiers(None, false).map_err(|e| e.0)?);
     let compiled = engine.compile(&bytes).map_err(|e| e.0)?;
     let name = file
         .file_stem()
@@ -104,11 +105,10 @@ async fn load(file: &Path, manifest: PluginManifest, configure: bool) -> Result<
         engine,
         &name,
         file.to_path_buf(),
-        compiled.component,
-        compiled.sha256,
-        false,
+        compiled,
         manifest,
         configure,
+        None,
     )
     .await
 }

@@ -1,8 +1,10 @@
-//! The wasmtime engine every plugin runs on: component model, pooling
-//! allocator, epoch interruption (a ticker thread advances the epoch), one
-//! linker providing WASI, `wasi:http` and the `vigil:plugin/host` interface,
-//! and compiled components cached on disk by content hash and the engine's
-//! compatibility hash.
+//! The wasmtime engines plugins run on: component model, pooling allocator,
+//! epoch interruption (a ticker thread advances the epoch), a linker providing
+//! WASI, `wasi:http` and the `vigil:plugin/host` interface, and compiled
+//! components cached on disk by content hash and the engine's compatibility
+//! hash. Two tiers: a component not in the cache is first compiled by Winch
+//! (a baseline compiler, several times faster to compile) so it serves at once,
+//! while Cranelift compiles the optimised version in the background.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -27,10 +29,25 @@ pub const MAX_PLUGIN_MEMORY: usize = 1024 * 1024 * 1024;
 #[error("{0}")]
 pub struct EngineError(pub String);
 
-/// The shared engine and linker.
-pub struct PluginEngine {
+/// Which compiler produced a component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Winch: compiled fast, runs slower; replaced by `Optimized` in the background.
+    Baseline,
+    /// Cranelift: the steady state.
+    Optimized,
+}
+
+struct EngineTier {
     engine: Engine,
     linker: Linker<PluginState>,
+}
+
+/// The shared engines and linkers.
+pub struct PluginEngine {
+    optimized: EngineTier,
+    baseline: Option<EngineTier>,
     cache_dir: Option<PathBuf>,
     stop_ticker: Arc<AtomicBool>,
 }
@@ -46,11 +63,18 @@ pub struct Compiled {
     pub component: Component,
     pub sha256: String,
     pub cache_hit: bool,
+    pub tier: Tier,
 }
 
-impl PluginEngine {
-    /// Builds the engine; `cache_dir` holds compiled artefacts (None: no cache).
-    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, EngineError> {
+fn engine_tier(strategy: wasmtime::Strategy, pooling: bool) -> Result<EngineTier, EngineError> {
+    let mut config = Config::new();
+    config
+        .strategy(strategy)
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(1024 * 1024)
+        .async_stack_size(2 * 1024 * 1024);
+    if pooling {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(256)
             .total_core_instances(1024)
@@ -59,91 +83,152 @@ impl PluginEngine {
             .total_stacks(256)
             .max_memories_per_component(8)
             .max_memory_size(MAX_PLUGIN_MEMORY);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .max_wasm_stack(1024 * 1024)
-            .async_stack_size(2 * 1024 * 1024)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config)
-            .map_err(|e| EngineError(format!("creating the wasmtime engine: {e:#}")))?;
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| EngineError(format!("linking WASI: {e:#}")))?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(|e| EngineError(format!("linking wasi:http: {e:#}")))?;
-        bindings::host::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)
-            .map_err(|e| EngineError(format!("linking vigil:plugin/host: {e:#}")))?;
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    let engine = Engine::new(&config)
+        .map_err(|e| EngineError(format!("creating the wasmtime engine: {e:#}")))?;
+    let mut linker = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(|e| EngineError(format!("linking WASI: {e:#}")))?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(|e| EngineError(format!("linking wasi:http: {e:#}")))?;
+    bindings::host::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)
+        .map_err(|e| EngineError(format!("linking vigil:plugin/host: {e:#}")))?;
+    Ok(EngineTier { engine, linker })
+}
+
+impl PluginEngine {
+    /// Builds the engines; `cache_dir` holds compiled artefacts (None: no
+    /// cache). `tiered` adds the Winch baseline tier for fast first loads.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, EngineError> {
+        Self::with_tiers(cache_dir, true)
+    }
+
+    /// [`PluginEngine::new`] choosing whether to use the baseline tier.
+    pub fn with_tiers(cache_dir: Option<PathBuf>, tiered: bool) -> Result<Self, EngineError> {
+        let optimized = engine_tier(wasmtime::Strategy::Cranelift, true)?;
+        // Baseline instances are short-lived: on-demand allocation keeps the
+        // second engine from reserving another pool.
+        let baseline = if tiered {
+            Some(engine_tier(wasmtime::Strategy::Winch, false)?)
+        } else {
+            None
+        };
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| {
                 EngineError(format!("creating the plugin cache {}: {e}", dir.display()))
             })?;
         }
         let stop_ticker = Arc::new(AtomicBool::new(false));
-        let ticker_engine = engine.clone();
+        let engines: Vec<Engine> = std::iter::once(optimized.engine.clone())
+            .chain(baseline.as_ref().map(|b| b.engine.clone()))
+            .collect();
         let stop = stop_ticker.clone();
         std::thread::Builder::new()
             .name("vigil-epoch".into())
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    ticker_engine.increment_epoch();
+                    for engine in &engines {
+                        engine.increment_epoch();
+                    }
                 }
             })
             .map_err(|e| EngineError(format!("starting the epoch ticker: {e}")))?;
         Ok(PluginEngine {
-            engine,
-            linker,
+            optimized,
+            baseline,
             cache_dir,
             stop_ticker,
         })
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+    fn tier(&self, tier: Tier) -> &EngineTier {
+        match (tier, &self.baseline) {
+            (Tier::Baseline, Some(b)) => b,
+            _ => &self.optimized,
+        }
     }
 
-    pub fn linker(&self) -> &Linker<PluginState> {
-        &self.linker
+    /// The engine that runs components of `tier`.
+    pub fn engine(&self, tier: Tier) -> &Engine {
+        &self.tier(tier).engine
+    }
+
+    /// The linker for components of `tier`.
+    pub fn linker(&self, tier: Tier) -> &Linker<PluginState> {
+        &self.tier(tier).linker
     }
 
     fn engine_hash(&self) -> String {
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.engine.precompile_compatibility_hash().hash(&mut h);
+        self.optimized
+            .engine
+            .precompile_compatibility_hash()
+            .hash(&mut h);
         format!("{:016x}", h.finish())
     }
 
-    /// Compiles a component, or loads it from the cache.
+    /// The fastest way to a serving component: the optimised artefact from
+    /// the cache, else a baseline compile (else an optimised compile when
+    /// there is no baseline tier).
     pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, EngineError> {
-        let sha256 = hex::encode(Sha256::digest(bytes));
-        let cached = self
-            .cache_dir
+        if let Some(hit) = self.cached(bytes) {
+            return Ok(hit);
+        }
+        match &self.baseline {
+            Some(b) => {
+                check_header(bytes)?;
+                let component = Component::new(&b.engine, bytes).map_err(|e| {
+                    EngineError(format!("not a valid WebAssembly component: {e:#}"))
+                })?;
+                Ok(Compiled {
+                    component,
+                    sha256: hex::encode(Sha256::digest(bytes)),
+                    cache_hit: false,
+                    tier: Tier::Baseline,
+                })
+            }
+            None => self.compile_optimized(bytes),
+        }
+    }
+
+    fn cache_path(&self, sha256: &str) -> Option<PathBuf> {
+        self.cache_dir
             .as_ref()
-            .map(|d| d.join(format!("{sha256}-{}.cwasm", self.engine_hash())));
-        if let Some(path) = &cached {
-            if path.exists() {
-                match load_cached(&self.engine, path) {
-                    Ok(component) => {
-                        return Ok(Compiled {
-                            component,
-                            sha256,
-                            cache_hit: true,
-                        })
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %e, "discarding unreadable cache entry");
-                        let _ = std::fs::remove_file(path);
-                    }
-                }
+            .map(|d| d.join(format!("{sha256}-{}.cwasm", self.engine_hash())))
+    }
+
+    fn cached(&self, bytes: &[u8]) -> Option<Compiled> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let path = self.cache_path(&sha256)?;
+        if !path.exists() {
+            return None;
+        }
+        match load_cached(&self.optimized.engine, &path) {
+            Ok(component) => Some(Compiled {
+                component,
+                sha256,
+                cache_hit: true,
+                tier: Tier::Optimized,
+            }),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "discarding unreadable cache entry");
+                let _ = std::fs::remove_file(&path);
+                None
             }
         }
-        if !bytes.starts_with(b"\0asm") {
-            return Err(EngineError(
-                "not a WebAssembly file (no `\\0asm` header)".into(),
-            ));
+    }
+
+    /// Compiles with Cranelift (or loads from the cache) and caches the result.
+    pub fn compile_optimized(&self, bytes: &[u8]) -> Result<Compiled, EngineError> {
+        if let Some(hit) = self.cached(bytes) {
+            return Ok(hit);
         }
-        let component = Component::new(&self.engine, bytes)
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let cached = self.cache_path(&sha256);
+        check_header(bytes)?;
+        let component = Component::new(&self.optimized.engine, bytes)
             .map_err(|e| EngineError(format!("not a valid WebAssembly component: {e:#}")))?;
         if let Some(path) = cached {
             // Writing the cache is off the reload's critical path.
@@ -158,7 +243,18 @@ impl PluginEngine {
             component,
             sha256,
             cache_hit: false,
+            tier: Tier::Optimized,
         })
+    }
+}
+
+fn check_header(bytes: &[u8]) -> Result<(), EngineError> {
+    if bytes.starts_with(b"\0asm") {
+        Ok(())
+    } else {
+        Err(EngineError(
+            "not a WebAssembly file (no `\\0asm` header)".into(),
+        ))
     }
 }
 

@@ -14,7 +14,7 @@ pub mod registry;
 pub mod sandbox;
 mod scaffold;
 
-pub use engine::PluginEngine;
+pub use engine::{PluginEngine, Tier};
 pub use plugin::{CallError, Plugin, PluginCondition, PluginKind};
 pub use registry::{PluginRegistry, ReloadOutcome};
 

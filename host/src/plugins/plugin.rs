@@ -15,7 +15,7 @@ use wasmtime::component::Component;
 use wasmtime::{Store, UpdateDeadline};
 
 use super::bindings::{debug_fields, notifier, publisher, types};
-use super::engine::PluginEngine;
+use super::engine::{Compiled, PluginEngine, Tier};
 use super::manifest::{check_config, PluginManifest};
 use super::sandbox::{PluginState, SandboxCounters};
 
@@ -127,7 +127,10 @@ pub struct Plugin {
     pub manifest: PluginManifest,
     pub loaded_at_ms: i64,
     pub cache_hit: bool,
-    pub stats: PluginStats,
+    /// Which compiler produced the running code.
+    pub tier: Tier,
+    /// Shared with the version this one replaced when it only changed tier.
+    pub stats: Arc<PluginStats>,
     engine: Arc<PluginEngine>,
     pre: Pre,
     instance: tokio::sync::Mutex<Option<Instance>>,
@@ -220,34 +223,34 @@ impl Plugin {
         engine: Arc<PluginEngine>,
         name: &str,
         file: PathBuf,
-        component: Component,
-        sha256: String,
-        cache_hit: bool,
+        compiled: Compiled,
         manifest: PluginManifest,
     ) -> Result<Plugin, String> {
-        Self::load_with(
-            engine, name, file, component, sha256, cache_hit, manifest, true,
-        )
-        .await
+        Self::load_with(engine, name, file, compiled, manifest, true, None).await
     }
 
     /// [`Plugin::load`], optionally without checking and applying the
-    /// configuration (`vigil plugin check` inspects plugins that need config).
-    #[allow(clippy::too_many_arguments)]
+    /// configuration (`vigil plugin check` inspects plugins that need config),
+    /// and optionally carrying over the counters of the version it replaces.
     pub async fn load_with(
         engine: Arc<PluginEngine>,
         name: &str,
         file: PathBuf,
-        component: Component,
-        sha256: String,
-        cache_hit: bool,
+        compiled: Compiled,
         manifest: PluginManifest,
         configure: bool,
+        stats: Option<Arc<PluginStats>>,
     ) -> Result<Plugin, String> {
-        let kind = detect_kind(engine.engine(), &component)?;
-        let imports = import_names(engine.engine(), &component);
+        let Compiled {
+            component,
+            sha256,
+            cache_hit,
+            tier,
+        } = compiled;
+        let kind = detect_kind(engine.engine(tier), &component)?;
+        let imports = import_names(engine.engine(tier), &component);
         let instance_pre = engine
-            .linker()
+            .linker(tier)
             .instantiate_pre(&component)
             .map_err(|e| format!("imports the host does not provide: {e:#}"))?;
         let pre = match kind {
@@ -280,7 +283,8 @@ impl Plugin {
             manifest,
             loaded_at_ms: chrono::Utc::now().timestamp_millis(),
             cache_hit,
-            stats: PluginStats::default(),
+            tier,
+            stats: stats.unwrap_or_default(),
             engine,
             pre,
             instance: tokio::sync::Mutex::new(None),
@@ -329,7 +333,7 @@ impl Plugin {
             self.stats.sandbox.clone(),
             self.stats.memory_bytes.clone(),
         );
-        let mut store = Store::new(self.engine.engine(), state);
+        let mut store = Store::new(self.engine.engine(self.tier), state);
         store.limiter(|s| &mut s.cap);
         store.epoch_deadline_callback(|ctx| match ctx.data().deadline {
             Some(deadline) if Instant::now() >= deadline => Ok(UpdateDeadline::Interrupt),

@@ -14,7 +14,7 @@ use notify::{RecursiveMode, Watcher};
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
-use super::engine::PluginEngine;
+use super::engine::{PluginEngine, Tier};
 use super::manifest::PluginManifest;
 use super::plugin::{Plugin, PluginCondition};
 
@@ -109,7 +109,7 @@ impl PluginRegistry {
     }
 
     /// Loads every plugin in the directory.
-    pub async fn load_all(&self) -> std::io::Result<()> {
+    pub async fn load_all(self: &Arc<Self>) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let mut names: Vec<String> = std::fs::read_dir(&self.dir)?
             .filter_map(|e| e.ok())
@@ -129,7 +129,7 @@ impl PluginRegistry {
     /// Loads, replaces or removes `name` from what is on disk now.
     /// `force` re-creates the plugin even when the file did not change
     /// (and so lifts a quarantine).
-    pub async fn reload(&self, name: &str, force: bool) -> ReloadOutcome {
+    pub async fn reload(self: &Arc<Self>, name: &str, force: bool) -> ReloadOutcome {
         let _serial = self.reload_lock.lock().await;
         let wasm = self.dir.join(format!("{name}.wasm"));
         let toml = self.dir.join(format!("{name}.toml"));
@@ -178,8 +178,10 @@ impl PluginRegistry {
                 return ReloadOutcome::Unchanged;
             }
         }
+        let bytes = Arc::new(bytes);
         let engine = self.engine.clone();
-        let compiled = tokio::task::spawn_blocking(move || engine.compile(&bytes)).await;
+        let source = bytes.clone();
+        let compiled = tokio::task::spawn_blocking(move || engine.compile(&source)).await;
         let compiled = match compiled {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return self.reject(name, e.0, Some((sha, manifest))),
@@ -191,18 +193,20 @@ impl PluginRegistry {
                 )
             }
         };
+        let tier = compiled.tier;
         let loaded = Plugin::load(
             self.engine.clone(),
             name,
             wasm.clone(),
-            compiled.component,
-            compiled.sha256,
-            compiled.cache_hit,
+            compiled,
             manifest.clone(),
         )
         .await;
         match loaded {
             Ok(plugin) => {
+                if tier == Tier::Baseline {
+                    self.tier_up_later(name, bytes, manifest);
+                }
                 let plugin = Arc::new(plugin);
                 let old = {
                     let mut slots = self.slots.write();
@@ -222,6 +226,68 @@ impl PluginRegistry {
             }
             Err(e) => self.reject(name, e, Some((sha, manifest))),
         }
+    }
+
+    /// Compiles the optimised tier in the background and swaps it in between
+    /// calls, unless the plugin changed or was quarantined meanwhile.
+    fn tier_up_later(self: &Arc<Self>, name: &str, bytes: Arc<Vec<u8>>, manifest: PluginManifest) {
+        let this = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let engine = this.engine.clone();
+            let compiled = match tokio::task::spawn_blocking(move || {
+                engine.compile_optimized(&bytes)
+            })
+            .await
+            {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    tracing::warn!(plugin = %name, error = %e, "optimised compile failed; staying on the baseline tier");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = %name, error = %e, "optimised compile crashed; staying on the baseline tier");
+                    return;
+                }
+            };
+            let _serial = this.reload_lock.lock().await;
+            let Some(current) = this.get(&name) else {
+                return;
+            };
+            if current.sha256 != compiled.sha256
+                || current.manifest != manifest
+                || current.tier != Tier::Baseline
+                || current.condition().0 == PluginCondition::Quarantined
+            {
+                return;
+            }
+            let loaded = Plugin::load_with(
+                this.engine.clone(),
+                &name,
+                current.file.clone(),
+                compiled,
+                manifest,
+                true,
+                Some(current.stats.clone()),
+            )
+            .await;
+            match loaded {
+                Ok(optimized) => {
+                    let old = this
+                        .slots
+                        .write()
+                        .get_mut(&name)
+                        .and_then(|slot| slot.current.replace(Arc::new(optimized)));
+                    if let Some(old) = old {
+                        old.drain().await;
+                    }
+                    tracing::info!(plugin = %name, "plugin moved to the optimised tier");
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = %name, error = %e, "optimised tier failed to load; staying on the baseline tier");
+                }
+            }
+        });
     }
 
     fn reject(
