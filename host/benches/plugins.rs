@@ -208,10 +208,16 @@ async fn main() {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(registry.clone().watch(stop_rx.clone()));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut sources = vec![(
-        "webhook-publisher (release)",
-        std::fs::read(wasm("webhook-publisher", "release")).expect("webhook"),
-    )];
+    let mut sources = vec![
+        (
+            "webhook-publisher (release)",
+            std::fs::read(wasm("webhook-publisher", "release")).expect("webhook"),
+        ),
+        (
+            "large-publisher fixture (release)",
+            std::fs::read(wasm("large-publisher", "release")).expect("large publisher"),
+        ),
+    ];
     if let Ok(debug) = std::fs::read(wasm("webhook-publisher", "debug")) {
         sources.push(("webhook-publisher (debug build)", debug));
     }

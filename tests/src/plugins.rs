@@ -25,6 +25,7 @@ pub const PLUGIN_TARGET: &str = "wasm32-wasip2";
 ///   instance, or until the wall clock passes `fail_until_ms`.
 /// - `forbidden-host`: publish POSTs to http://203.0.113.7:9/ and fails
 ///   permanently with the host's denial (`HttpRequestDenied`).
+/// - `large-publisher`: accepts everything; about 2 MB of generated code (reload benchmarks).
 /// - `infinite-loop`, `memory-bomb`, `panic-publisher`, `stack-overflow`: publish
 ///   never returns / exhausts memory / panics / exhausts the stack.
 /// - `oversized-result`: publish rejects `count` (2,000,000) items with
@@ -39,6 +40,7 @@ pub fn all_plugin_names() -> &'static [&'static str] {
         "flaky-publisher",
         "forbidden-host",
         "infinite-loop",
+        "large-publisher",
         "memory-bomb",
         "oversized-result",
         "panic-publisher",
