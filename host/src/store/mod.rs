@@ -313,6 +313,109 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Row shapes shared by both backends (sqlx derives the decoding for each).
+#[derive(sqlx::FromRow)]
+pub(crate) struct SeriesRecord {
+    id: i64,
+    component: String,
+    metric_name: String,
+    metric_type: String,
+    labels: String,
+    help_text: String,
+    unit: String,
+    state: Option<String>,
+    last_bits: Option<i64>,
+    last_ts: Option<i64>,
+    component_type: String,
+}
+
+impl From<SeriesRecord> for StoredSeries {
+    fn from(r: SeriesRecord) -> Self {
+        StoredSeries {
+            id: r.id,
+            component: r.component,
+            component_type: r.component_type,
+            metric_name: r.metric_name,
+            kind: parse_kind(&r.metric_type),
+            labels: r.labels,
+            help: r.help_text,
+            unit: r.unit,
+            state: r.state,
+            last: match (r.last_bits, r.last_ts) {
+                (Some(bits), Some(ts)) => Some((f64::from_bits(bits as u64), ts)),
+                _ => None,
+            },
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SampleRecord {
+    seq: i64,
+    series_id: i64,
+    ts: i64,
+    value: f64,
+}
+
+impl From<SampleRecord> for StoredSample {
+    fn from(r: SampleRecord) -> Self {
+        StoredSample {
+            seq: r.seq,
+            series_id: r.series_id,
+            ts_ms: r.ts,
+            value: r.value,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ComponentRecord {
+    name: String,
+    component_type: String,
+    capabilities: String,
+    capacity: Option<i64>,
+    registered_at: i64,
+    last_heartbeat: i64,
+}
+
+impl From<ComponentRecord> for Component {
+    fn from(r: ComponentRecord) -> Self {
+        Component {
+            name: r.name,
+            component_type: r.component_type,
+            capabilities: parse_capabilities(&r.capabilities),
+            capacity: r.capacity,
+            registered_at_ms: r.registered_at,
+            last_heartbeat_ms: r.last_heartbeat,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct CursorRecord {
+    publisher: String,
+    cursor_seq: i64,
+    delivered: i64,
+    dead_lettered: i64,
+    last_success_at: Option<i64>,
+    last_error: Option<String>,
+    last_error_at: Option<i64>,
+}
+
+impl From<CursorRecord> for PublisherCursor {
+    fn from(r: CursorRecord) -> Self {
+        PublisherCursor {
+            publisher: r.publisher,
+            cursor_seq: r.cursor_seq,
+            delivered: r.delivered,
+            dead_lettered: r.dead_lettered,
+            last_success_ms: r.last_success_at,
+            last_error: r.last_error,
+            last_error_ms: r.last_error_at,
+        }
+    }
+}
+
 pub(crate) fn parse_kind(s: &str) -> MetricKind {
     MetricKind::parse(s).unwrap_or(MetricKind::Gauge)
 }

@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Row;
 
 use super::{
-    parse_capabilities, parse_kind, Committed, Component, Context, DeadLetter, LatestValue,
-    LogSample, PublisherCursor, SampleQuery, SeriesRef, Store, StoreError, StoredSample,
-    StoredSeries, WriteBatch,
+    parse_kind, Committed, Component, ComponentRecord, Context, CursorRecord, DeadLetter,
+    LatestValue, LogSample, PublisherCursor, SampleQuery, SampleRecord, SeriesRecord, SeriesRef,
+    Store, StoreError, StoredSample, StoredSeries, WriteBatch,
 };
 
 pub struct PostgresStore {
@@ -36,47 +36,6 @@ fn resolve(series: SeriesRef, ids: &[i64]) -> i64 {
     match series {
         SeriesRef::Known(id) => id,
         SeriesRef::New(i) => ids[i],
-    }
-}
-
-fn component_from_row(row: &PgRow) -> Component {
-    Component {
-        name: row.get("name"),
-        component_type: row.get("component_type"),
-        capabilities: parse_capabilities(row.get::<&str, _>("capabilities")),
-        capacity: row.get("capacity"),
-        registered_at_ms: row.get("registered_at"),
-        last_heartbeat_ms: row.get("last_heartbeat"),
-    }
-}
-
-fn series_from_row(r: &PgRow) -> StoredSeries {
-    StoredSeries {
-        id: r.get("id"),
-        component: r.get("component"),
-        metric_name: r.get("metric_name"),
-        kind: parse_kind(r.get::<&str, _>("metric_type")),
-        labels: r.get("labels"),
-        help: r.get("help_text"),
-        unit: r.get("unit"),
-        state: r.get("state"),
-        component_type: r.get("component_type"),
-        last: match (
-            r.get::<Option<i64>, _>("last_bits"),
-            r.get::<Option<i64>, _>("last_ts"),
-        ) {
-            (Some(bits), Some(ts)) => Some((f64::from_bits(bits as u64), ts)),
-            _ => None,
-        },
-    }
-}
-
-fn sample_from_row(r: &PgRow) -> StoredSample {
-    StoredSample {
-        seq: r.get("seq"),
-        series_id: r.get("series_id"),
-        ts_ms: r.get("ts"),
-        value: r.get("value"),
     }
 }
 
@@ -174,7 +133,7 @@ impl Store for PostgresStore {
     }
 
     async fn load_series(&self) -> Result<Vec<StoredSeries>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<SeriesRecord> = sqlx::query_as(
             "SELECT s.id, s.component, s.metric_name, s.metric_type, s.labels, s.help_text, s.unit,
                     s.state, s.last_bits, s.last_ts, COALESCE(c.component_type, '') AS component_type
              FROM series s LEFT JOIN components c ON c.name = s.component
@@ -183,7 +142,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .context("loading series")?;
-        Ok(rows.iter().map(series_from_row).collect())
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn save_latest(&self, values: &[LatestValue]) -> Result<(), StoreError> {
@@ -249,7 +208,7 @@ impl Store for PostgresStore {
         series_ids: &[i64],
         since_ms: i64,
     ) -> Result<Vec<StoredSample>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<SampleRecord> = sqlx::query_as(
             "SELECT seq, series_id, ts, value FROM samples
              WHERE series_id = ANY($1) AND ts >= $2 ORDER BY seq",
         )
@@ -258,7 +217,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .context("loading recent samples")?;
-        Ok(rows.iter().map(sample_from_row).collect())
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn find_series(
@@ -267,7 +226,7 @@ impl Store for PostgresStore {
         metric_name: Option<&str>,
         ids: Option<&[i64]>,
     ) -> Result<Vec<StoredSeries>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<SeriesRecord> = sqlx::query_as(
             "SELECT s.id, s.component, s.metric_name, s.metric_type, s.labels, s.help_text, s.unit,
                     s.state, s.last_bits, s.last_ts, COALESCE(c.component_type, '') AS component_type
              FROM series s LEFT JOIN components c ON c.name = s.component
@@ -281,11 +240,11 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .context("finding series")?;
-        Ok(rows.iter().map(series_from_row).collect())
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn query_samples(&self, q: &SampleQuery) -> Result<Vec<StoredSample>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<SampleRecord> = sqlx::query_as(
             "SELECT seq, series_id, ts, value FROM samples
              WHERE seq > $1
                AND ($2::int8[] IS NULL OR series_id = ANY($2))
@@ -301,7 +260,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .context("querying samples")?;
-        Ok(rows.iter().map(sample_from_row).collect())
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn delete_series_of(&self, component: &str) -> Result<u64, StoreError> {
@@ -348,7 +307,7 @@ impl Store for PostgresStore {
     }
 
     async fn heartbeat(&self, name: &str, now_ms: i64) -> Result<Option<Component>, StoreError> {
-        let row = sqlx::query(
+        let row: Option<ComponentRecord> = sqlx::query_as(
             "UPDATE components SET last_heartbeat = $1 WHERE name = $2
              RETURNING name, component_type, capabilities, capacity, registered_at, last_heartbeat",
         )
@@ -357,18 +316,18 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .context("recording a heartbeat")?;
-        Ok(row.as_ref().map(component_from_row))
+        Ok(row.map(Into::into))
     }
 
     async fn list_components(&self) -> Result<Vec<Component>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<ComponentRecord> = sqlx::query_as(
             "SELECT name, component_type, capabilities, capacity, registered_at, last_heartbeat
              FROM components ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await
         .context("listing components")?;
-        Ok(rows.iter().map(component_from_row).collect())
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn max_seq(&self) -> Result<i64, StoreError> {
@@ -420,7 +379,7 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await
         .context("opening a publisher cursor")?;
-        let row = sqlx::query(
+        let row: CursorRecord = sqlx::query_as(
             "SELECT publisher, cursor_seq, delivered, dead_lettered, last_success_at, last_error, last_error_at
              FROM publisher_cursors WHERE publisher = $1",
         )
@@ -428,7 +387,7 @@ impl Store for PostgresStore {
         .fetch_one(&self.pool)
         .await
         .context("reading a publisher cursor")?;
-        Ok(cursor_from_row(&row))
+        Ok(row.into())
     }
 
     async fn advance_cursor(
@@ -495,14 +454,14 @@ impl Store for PostgresStore {
     }
 
     async fn list_cursors(&self) -> Result<Vec<PublisherCursor>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<CursorRecord> = sqlx::query_as(
             "SELECT publisher, cursor_seq, delivered, dead_lettered, last_success_at, last_error, last_error_at
              FROM publisher_cursors ORDER BY publisher",
         )
         .fetch_all(&self.pool)
         .await
         .context("listing publisher cursors")?;
-        Ok(rows.iter().map(cursor_from_row).collect())
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn dead_letters(
@@ -532,17 +491,5 @@ impl Store for PostgresStore {
                 created_ms: r.get("created_at"),
             })
             .collect())
-    }
-}
-
-fn cursor_from_row(r: &PgRow) -> PublisherCursor {
-    PublisherCursor {
-        publisher: r.get("publisher"),
-        cursor_seq: r.get("cursor_seq"),
-        delivered: r.get("delivered"),
-        dead_lettered: r.get("dead_lettered"),
-        last_success_ms: r.get("last_success_at"),
-        last_error: r.get("last_error"),
-        last_error_ms: r.get("last_error_at"),
     }
 }

@@ -10,9 +10,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    parse_capabilities, parse_kind, Committed, Component, Context, DeadLetter, LatestValue,
-    LogSample, PublisherCursor, SampleQuery, SampleRow, SeriesRef, Store, StoreError, StoredSample,
-    StoredSeries, WriteBatch,
+    parse_kind, Committed, Component, ComponentRecord, Context, CursorRecord, DeadLetter,
+    LatestValue, LogSample, PublisherCursor, SampleQuery, SampleRecord, SampleRow, SeriesRecord,
+    SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
 };
 
 /// Sample rows per multi-row INSERT, largest first; every size is a cached statement.
@@ -94,17 +94,6 @@ fn ids_json(ids: &[i64]) -> String {
     serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
 }
 
-fn component_from_row(row: &sqlx::sqlite::SqliteRow) -> Component {
-    Component {
-        name: row.get("name"),
-        component_type: row.get("component_type"),
-        capabilities: parse_capabilities(row.get::<&str, _>("capabilities")),
-        capacity: row.get("capacity"),
-        registered_at_ms: row.get("registered_at"),
-        last_heartbeat_ms: row.get("last_heartbeat"),
-    }
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -173,7 +162,7 @@ impl Store for SqliteStore {
     }
 
     async fn load_series(&self) -> Result<Vec<StoredSeries>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<SeriesRecord> = sqlx::query_as(
             "SELECT s.id, s.component, s.metric_name, s.metric_type, s.labels, s.help_text, s.unit,
                     s.state, s.last_bits, s.last_ts, COALESCE(c.component_type, '') AS component_type
              FROM series s LEFT JOIN components c ON c.name = s.component
@@ -182,7 +171,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .context("loading series")?;
-        Ok(rows.iter().map(series_from_row).collect())
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn save_latest(&self, values: &[LatestValue]) -> Result<(), StoreError> {
@@ -248,7 +237,7 @@ impl Store for SqliteStore {
         series_ids: &[i64],
         since_ms: i64,
     ) -> Result<Vec<StoredSample>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<SampleRecord> = sqlx::query_as(
             "SELECT seq, series_id, ts, value FROM samples
              WHERE series_id IN (SELECT value FROM json_each(?)) AND ts >= ? ORDER BY seq",
         )
@@ -257,7 +246,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .context("loading recent samples")?;
-        Ok(rows.iter().map(sample_from_row).collect())
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn find_series(
@@ -266,7 +255,7 @@ impl Store for SqliteStore {
         metric_name: Option<&str>,
         ids: Option<&[i64]>,
     ) -> Result<Vec<StoredSeries>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<SeriesRecord> = sqlx::query_as(
             "SELECT s.id, s.component, s.metric_name, s.metric_type, s.labels, s.help_text, s.unit,
                     s.state, s.last_bits, s.last_ts, COALESCE(c.component_type, '') AS component_type
              FROM series s LEFT JOIN components c ON c.name = s.component
@@ -280,7 +269,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .context("finding series")?;
-        Ok(rows.iter().map(series_from_row).collect())
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn query_samples(&self, q: &SampleQuery) -> Result<Vec<StoredSample>, StoreError> {
@@ -295,7 +284,7 @@ impl Store for SqliteStore {
             sql.push_str(" AND ts < ?");
         }
         sql.push_str(" ORDER BY seq LIMIT ?");
-        let mut query = sqlx::query(&sql).bind(q.after_seq);
+        let mut query = sqlx::query_as::<_, SampleRecord>(&sql).bind(q.after_seq);
         if let Some(ids) = &q.series_ids {
             query = query.bind(ids_json(ids));
         }
@@ -305,12 +294,12 @@ impl Store for SqliteStore {
         if let Some(end) = q.end_ms {
             query = query.bind(end);
         }
-        let rows = query
+        let rows: Vec<SampleRecord> = query
             .bind(i64::from(q.limit))
             .fetch_all(&self.pool)
             .await
             .context("querying samples")?;
-        Ok(rows.iter().map(sample_from_row).collect())
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn delete_series_of(&self, component: &str) -> Result<u64, StoreError> {
@@ -357,7 +346,7 @@ impl Store for SqliteStore {
     }
 
     async fn heartbeat(&self, name: &str, now_ms: i64) -> Result<Option<Component>, StoreError> {
-        let row = sqlx::query(
+        let row: Option<ComponentRecord> = sqlx::query_as(
             "UPDATE components SET last_heartbeat = ? WHERE name = ?
              RETURNING name, component_type, capabilities, capacity, registered_at, last_heartbeat",
         )
@@ -366,18 +355,18 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .context("recording a heartbeat")?;
-        Ok(row.as_ref().map(component_from_row))
+        Ok(row.map(Into::into))
     }
 
     async fn list_components(&self) -> Result<Vec<Component>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<ComponentRecord> = sqlx::query_as(
             "SELECT name, component_type, capabilities, capacity, registered_at, last_heartbeat
              FROM components ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await
         .context("listing components")?;
-        Ok(rows.iter().map(component_from_row).collect())
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn max_seq(&self) -> Result<i64, StoreError> {
@@ -429,7 +418,7 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await
         .context("opening a publisher cursor")?;
-        let row = sqlx::query(
+        let row: CursorRecord = sqlx::query_as(
             "SELECT publisher, cursor_seq, delivered, dead_lettered, last_success_at, last_error, last_error_at
              FROM publisher_cursors WHERE publisher = ?",
         )
@@ -437,7 +426,7 @@ impl Store for SqliteStore {
         .fetch_one(&self.pool)
         .await
         .context("reading a publisher cursor")?;
-        Ok(cursor_from_row(&row))
+        Ok(row.into())
     }
 
     async fn advance_cursor(
@@ -504,14 +493,14 @@ impl Store for SqliteStore {
     }
 
     async fn list_cursors(&self) -> Result<Vec<PublisherCursor>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<CursorRecord> = sqlx::query_as(
             "SELECT publisher, cursor_seq, delivered, dead_lettered, last_success_at, last_error, last_error_at
              FROM publisher_cursors ORDER BY publisher",
         )
         .fetch_all(&self.pool)
         .await
         .context("listing publisher cursors")?;
-        Ok(rows.iter().map(cursor_from_row).collect())
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn dead_letters(
@@ -541,47 +530,5 @@ impl Store for SqliteStore {
                 created_ms: r.get("created_at"),
             })
             .collect())
-    }
-}
-
-fn series_from_row(r: &sqlx::sqlite::SqliteRow) -> StoredSeries {
-    StoredSeries {
-        id: r.get("id"),
-        component: r.get("component"),
-        metric_name: r.get("metric_name"),
-        kind: parse_kind(r.get::<&str, _>("metric_type")),
-        labels: r.get("labels"),
-        help: r.get("help_text"),
-        unit: r.get("unit"),
-        state: r.get("state"),
-        component_type: r.get("component_type"),
-        last: match (
-            r.get::<Option<i64>, _>("last_bits"),
-            r.get::<Option<i64>, _>("last_ts"),
-        ) {
-            (Some(bits), Some(ts)) => Some((f64::from_bits(bits as u64), ts)),
-            _ => None,
-        },
-    }
-}
-
-fn sample_from_row(r: &sqlx::sqlite::SqliteRow) -> StoredSample {
-    StoredSample {
-        seq: r.get("seq"),
-        series_id: r.get("series_id"),
-        ts_ms: r.get("ts"),
-        value: r.get("value"),
-    }
-}
-
-fn cursor_from_row(r: &sqlx::sqlite::SqliteRow) -> PublisherCursor {
-    PublisherCursor {
-        publisher: r.get("publisher"),
-        cursor_seq: r.get("cursor_seq"),
-        delivered: r.get("delivered"),
-        dead_lettered: r.get("dead_lettered"),
-        last_success_ms: r.get("last_success_at"),
-        last_error: r.get("last_error"),
-        last_error_ms: r.get("last_error_at"),
     }
 }
