@@ -528,7 +528,25 @@ async fn label_values_with_quotes_backslashes_newlines_and_unicode_round_trip(ba
     promtool_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
 }
 
+/// The default body limit is --max-body-bytes (16 MiB), not the web
+/// framework's own 2 MiB: a 3 MB report of valid items is accepted.
+async fn bodies_above_two_mebibytes_but_under_the_limit_are_accepted(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let server = TestServer::start(&db).await;
+    let help = "h".repeat(300);
+    let component = unique("big");
+    let body = report(
+        &component,
+        (0..9000).map(|i| gauge(&format!("big_gauge_{}", i % 50), i as f64).help(&help)),
+    );
+    assert!(body.to_string().len() > 3_000_000);
+    server.report_ok(&body).await;
+    let stored = server.query_all(&[("component_name", &component)]).await;
+    assert_eq!(stored.len(), 9000);
+}
+
 backend_tests!(
+    bodies_above_two_mebibytes_but_under_the_limit_are_accepted,
     malformed_json_is_rejected_with_400_and_stores_nothing,
     items_with_wrong_types_are_rejected_naming_index_and_field,
     non_finite_values_are_rejected,

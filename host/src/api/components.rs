@@ -74,15 +74,8 @@ pub async fn register(
         registered_at_ms: now,
         last_heartbeat_ms: now,
     };
-    state.store.register_component(&component).await?;
-    state.components.seen(&component.name, now);
-    let stored = state
-        .store
-        .list_components()
-        .await?
-        .into_iter()
-        .find(|c| c.name == component.name)
-        .unwrap_or(component);
+    let stored = state.store.register_component(&component).await?;
+    state.components.seen(&stored.name, now);
     Ok(Json(status_of(
         &stored,
         now,

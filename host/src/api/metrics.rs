@@ -48,12 +48,6 @@ async fn ingest(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ReportAccepted>, AppError> {
     let body = body_or_413(body, state.config.max_body_bytes)?;
-    if body.len() > state.config.max_body_bytes {
-        return Err(AppError::PayloadTooLarge(format!(
-            "request body exceeds {} bytes",
-            state.config.max_body_bytes
-        )));
-    }
     let report = model::parse_report(&body, state.config.max_items_per_request, now_ms())?;
     submit(state, report).await
 }

@@ -14,7 +14,7 @@ mod publishers;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -128,6 +128,8 @@ pub fn metrics_app(state: AppState) -> Router {
 
 fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
     router
+        // Body extractors enforce --max-body-bytes (axum's own default is 2 MiB).
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_scope))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(

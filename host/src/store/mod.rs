@@ -237,7 +237,8 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes up to `limit` samples older than `before_ms`; returns how many.
     async fn delete_samples_before(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError>;
     /// Registers or updates a component (type, capabilities, capacity, heartbeat).
-    async fn register_component(&self, component: &Component) -> Result<(), StoreError>;
+    /// Returns the stored component (its first registration time is kept).
+    async fn register_component(&self, component: &Component) -> Result<Component, StoreError>;
     /// Records a heartbeat; `None` when the component is unknown.
     async fn heartbeat(&self, name: &str, now_ms: i64) -> Result<Option<Component>, StoreError>;
     async fn list_components(&self) -> Result<Vec<Component>, StoreError>;

@@ -286,13 +286,14 @@ impl Store for PostgresStore {
         Ok(done.rows_affected())
     }
 
-    async fn register_component(&self, c: &Component) -> Result<(), StoreError> {
-        sqlx::query(
+    async fn register_component(&self, c: &Component) -> Result<Component, StoreError> {
+        let row: ComponentRecord = sqlx::query_as(
             "INSERT INTO components (name, component_type, capabilities, capacity, registered_at, last_heartbeat)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (name) DO UPDATE SET component_type = EXCLUDED.component_type,
                capabilities = EXCLUDED.capabilities, capacity = EXCLUDED.capacity,
-               last_heartbeat = EXCLUDED.last_heartbeat",
+               last_heartbeat = EXCLUDED.last_heartbeat
+             RETURNING name, component_type, capabilities, capacity, registered_at, last_heartbeat",
         )
         .bind(&c.name)
         .bind(&c.component_type)
@@ -300,10 +301,10 @@ impl Store for PostgresStore {
         .bind(c.capacity)
         .bind(c.registered_at_ms)
         .bind(c.last_heartbeat_ms)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .context("registering a component")?;
-        Ok(())
+        Ok(row.into())
     }
 
     async fn heartbeat(&self, name: &str, now_ms: i64) -> Result<Option<Component>, StoreError> {
