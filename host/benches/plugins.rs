@@ -341,10 +341,10 @@ async fn main() {
     let started = Instant::now();
     let mut cursor = 0;
     while cursor < head {
-        let rows = store.log_after(cursor, 1000).await.expect("log");
-        let batch = build_batch(&rows);
+        let items = store.log_after(cursor, 1000).await.expect("log");
+        let batch = build_batch(&items.samples);
         native_noop(&batch);
-        cursor = rows.last().map(|r| r.seq).unwrap_or(head);
+        cursor = items.last_seq().unwrap_or(head);
     }
     let native_elapsed = started.elapsed();
     let wasm_rate = total as f64 / wasm_elapsed.as_secs_f64();

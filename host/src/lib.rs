@@ -6,6 +6,7 @@ pub mod api;
 pub mod bus;
 pub mod components;
 pub mod config;
+pub mod events;
 pub mod metrics;
 pub mod plugins;
 pub mod server;

@@ -215,8 +215,24 @@ async fn serve(listener: TcpListener, app: axum::Router, mut stop: watch::Receiv
     }
 }
 
-/// Deletes samples older than the retention in bounded batches: once at
-/// start, then every retention/10 (between 1 s and 60 s).
+#[derive(Clone, Copy)]
+enum LogPart {
+    Samples,
+    Events,
+}
+
+impl LogPart {
+    fn name(self) -> &'static str {
+        match self {
+            LogPart::Samples => "samples",
+            LogPart::Events => "events",
+        }
+    }
+}
+
+/// Deletes samples and events older than the retention (by sample timestamp
+/// and event time) in bounded batches: once at start, then every
+/// retention/10 (between 1 s and 60 s).
 async fn retention_loop(state: AppState, mut stop: watch::Receiver<bool>) {
     let every =
         (state.config.retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(60));
@@ -229,28 +245,44 @@ async fn retention_loop(state: AppState, mut stop: watch::Receiver<bool>) {
         }
         let cutoff =
             chrono::Utc::now().timestamp_millis() - state.config.retention.as_millis() as i64;
-        let mut total = 0;
-        loop {
-            match state
-                .store
-                .delete_samples_before(cutoff, RETENTION_BATCH)
-                .await
-            {
-                Ok(n) => {
-                    total += n;
-                    if n < u64::from(RETENTION_BATCH) || *stop.borrow() {
+        for what in [LogPart::Samples, LogPart::Events] {
+            let mut total = 0;
+            loop {
+                let deleted = match what {
+                    LogPart::Samples => {
+                        state
+                            .store
+                            .delete_samples_before(cutoff, RETENTION_BATCH)
+                            .await
+                    }
+                    LogPart::Events => {
+                        state
+                            .store
+                            .delete_events_before(cutoff, RETENTION_BATCH)
+                            .await
+                    }
+                };
+                match deleted {
+                    Ok(n) => {
+                        total += n;
+                        if n < u64::from(RETENTION_BATCH) || *stop.borrow() {
+                            break;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention delete failed; retrying next round");
                         break;
                     }
-                    tokio::task::yield_now().await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "retention delete failed; retrying next round");
-                    break;
                 }
             }
-        }
-        if total > 0 {
-            tracing::info!(deleted = total, "retention removed old samples");
+            if total > 0 {
+                tracing::info!(
+                    deleted = total,
+                    part = what.name(),
+                    "retention removed old log items"
+                );
+            }
         }
         let ttl = state.config.series_ttl.as_millis() as i64;
         if ttl > 0 {

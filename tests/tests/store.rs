@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use vigil_host::events::NewEvent;
 use vigil_host::metrics::model::MetricKind;
 use vigil_host::store::{
-    self, Component, ComponentTouch, LatestValue, NewSeries, SampleQuery, SampleRow, SeriesRef,
-    Store, WriteBatch,
+    self, Component, ComponentTouch, EventQuery, LatestValue, NewSeries, SampleQuery, SampleRow,
+    SeriesRef, Store, WriteBatch,
 };
 use vigil_tests::{Backend, TestDatabase};
 
@@ -313,7 +314,257 @@ async fn components_register_heartbeat_and_list(backend: Backend) {
     assert_eq!(all[0].component_type, "worker_pool");
 }
 
+fn event(id: &str, kind: &str, time_ms: i64, task: Option<&str>) -> NewEvent {
+    NewEvent {
+        event_id: id.into(),
+        event_type: kind.into(),
+        event_time_ms: time_ms,
+        session_id: Some("s1".into()),
+        workflow_id: None,
+        task_id: task.map(Into::into),
+        backend: None,
+        attributes: format!(r#"{{"n":"{id}"}}"#),
+    }
+}
+
+async fn commit_samples(store: &Arc<dyn Store>, component: &str, n: usize) -> i64 {
+    let batch = WriteBatch {
+        new_series: vec![series(component, "g", "{}")],
+        samples: (0..n)
+            .map(|i| sample(SeriesRef::New(0), 1_000 + i as i64, i as f64))
+            .collect(),
+        ..Default::default()
+    };
+    store.commit(&batch).await.expect("commit").last_seq
+}
+
+async fn events_share_the_log_with_samples_and_duplicates_are_kept_once(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let store = open(&db).await;
+    let after_samples = commit_samples(&store, "w1", 3).await;
+    let seqs = store
+        .append_events(
+            &[
+                event("e1", "TaskCreated", 5_000, Some("t1")),
+                event("e2", "TaskStarted", 6_000, Some("t1")),
+            ],
+            7_000,
+        )
+        .await
+        .expect("append");
+    let (s1, s2) = (seqs[0].expect("stored"), seqs[1].expect("stored"));
+    assert!(after_samples < s1 && s1 < s2, "{after_samples} {s1} {s2}");
+    let more_samples = commit_samples(&store, "w2", 2).await;
+    assert!(
+        more_samples > s2,
+        "samples continue after events: {more_samples} {s2}"
+    );
+    assert_eq!(store.max_seq().await.expect("head"), more_samples);
+    // A retry of e2 with new content changes nothing; e3 is new.
+    let mut changed = event("e2", "TaskFailed", 9_000, Some("t9"));
+    changed.attributes = r#"{"n":"changed"}"#.into();
+    let again = store
+        .append_events(
+            &[
+                changed,
+                event("e3", "asyncflow.TaskResolved", 6_500, Some("t2")),
+            ],
+            8_000,
+        )
+        .await
+        .expect("append again");
+    assert_eq!(again[0], None);
+    assert!(again[1].expect("e3 stored") > more_samples);
+    let all = store
+        .list_events(&EventQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    let ids: Vec<&str> = all.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids, vec!["e1", "e2", "e3"]);
+    assert_eq!(all[1].event_type, "TaskStarted");
+    assert_eq!(all[1].attributes, r#"{"n":"e2"}"#);
+    assert_eq!(all[1].received_ms, 7_000);
+    // Filters: types, task, time range, paging.
+    let q = |f: &dyn Fn(&mut EventQuery)| {
+        let mut q = EventQuery {
+            limit: 100,
+            ..Default::default()
+        };
+        f(&mut q);
+        q
+    };
+    let by = |events: Vec<vigil_host::events::StoredEvent>| -> Vec<String> {
+        events.into_iter().map(|e| e.event_id).collect()
+    };
+    let typed = store
+        .list_events(&q(&|q| {
+            q.event_types = vec!["TaskCreated".into(), "asyncflow.TaskResolved".into()]
+        }))
+        .await
+        .expect("typed");
+    assert_eq!(by(typed), vec!["e1", "e3"]);
+    let task = store
+        .list_events(&q(&|q| q.task_id = Some("t1".into())))
+        .await
+        .expect("task");
+    assert_eq!(by(task), vec!["e1", "e2"]);
+    let timed = store
+        .list_events(&q(&|q| {
+            q.start_ms = Some(5_500);
+            q.end_ms = Some(6_500);
+        }))
+        .await
+        .expect("time");
+    assert_eq!(by(timed), vec!["e2"]);
+    let page = store
+        .list_events(&q(&|q| {
+            q.after_seq = s1;
+            q.limit = 1;
+        }))
+        .await
+        .expect("page");
+    assert_eq!(by(page), vec!["e2"]);
+    // The log interleaves both kinds in sequence order, cut at the limit.
+    let log = store.log_after(0, 4).await.expect("log");
+    assert_eq!(log.samples.len(), 3);
+    assert_eq!(log.events.len(), 1);
+    assert_eq!(log.last_seq(), Some(s1));
+    let rest = store.log_after(s1, 1000).await.expect("rest");
+    assert_eq!(rest.samples.len(), 2);
+    assert_eq!(rest.events.len(), 2);
+    // Retention by event time.
+    assert_eq!(
+        store.delete_events_before(6_000, 1).await.expect("delete"),
+        1
+    );
+    assert_eq!(
+        store.delete_events_before(6_000, 10).await.expect("delete"),
+        0
+    );
+    let left = store.list_events(&q(&|_| {})).await.expect("left");
+    assert_eq!(by(left), vec!["e2", "e3"]);
+}
+
+/// Two stores on one database (two replicas) append samples and events
+/// concurrently while a reader follows the log the way a publisher does.
+/// Every item must be seen exactly once: a reader that has passed `seq`
+/// never finds a smaller one committed later.
+async fn a_log_reader_misses_nothing_while_two_writers_append(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let first = open(&db).await;
+    let second = if db.database_url().is_some() {
+        open(&db).await
+    } else {
+        first.clone()
+    };
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for (w, store) in [first.clone(), second.clone()].into_iter().enumerate() {
+        writers.push(tokio::spawn(async move {
+            for round in 0..40 {
+                if round % 2 == 0 {
+                    commit_samples(&store, &format!("w{w}-{round}"), 50).await;
+                } else {
+                    let events: Vec<NewEvent> = (0..20)
+                        .map(|i| event(&format!("{w}-{round}-{i}"), "TaskStarted", 1_000, None))
+                        .collect();
+                    store.append_events(&events, 1_000).await.expect("append");
+                }
+            }
+        }));
+    }
+    let reader = {
+        let store = first.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut cursor = 0;
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let items = store.log_after(cursor, 37).await.expect("read");
+                seen.extend(items.samples.iter().map(|s| s.seq));
+                seen.extend(items.events.iter().map(|e| e.seq));
+                match items.last_seq() {
+                    Some(last) => cursor = last,
+                    None if finished => break,
+                    None => tokio::task::yield_now().await,
+                }
+            }
+            seen
+        })
+    };
+    for w in writers {
+        w.await.expect("writer");
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut seen = reader.await.expect("reader");
+    let count = seen.len();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), count, "an item was read twice");
+    let stored = first.log_after(0, 100_000).await.expect("all");
+    assert_eq!(stored.len(), 2 * (20 * 50 + 20 * 20));
+    assert_eq!(count, stored.len(), "the reader skipped items");
+}
+
+async fn leases_are_exclusive_across_replicas_and_free_after_release(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let first = open(&db).await;
+    let mut lease = first
+        .try_lease("publisher/es")
+        .await
+        .expect("lease")
+        .expect("free lease");
+    assert!(lease.held().await);
+    if db.database_url().is_none() {
+        // SQLite serves one process: nothing to exclude.
+        return;
+    }
+    let second = open(&db).await;
+    assert!(second
+        .try_lease("publisher/es")
+        .await
+        .expect("try")
+        .is_none());
+    let mut other = second
+        .try_lease("publisher/slack")
+        .await
+        .expect("try")
+        .expect("another name is free");
+    assert!(other.held().await);
+    lease.release().await;
+    let mut taken = second
+        .try_lease("publisher/es")
+        .await
+        .expect("try")
+        .expect("free after release");
+    assert!(taken.held().await);
+    drop(taken);
+    // Dropping the lease's session frees it too (the replica died).
+    let mut retaken = None;
+    for _ in 0..50 {
+        retaken = first.try_lease("publisher/es").await.expect("try");
+        if retaken.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        retaken
+            .expect("free after the holder's session ended")
+            .held()
+            .await
+    );
+    other.release().await;
+}
+
 vigil_tests::backend_tests!(
+    events_share_the_log_with_samples_and_duplicates_are_kept_once,
+    a_log_reader_misses_nothing_while_two_writers_append,
+    leases_are_exclusive_across_replicas_and_free_after_release,
     commit_assigns_series_ids_and_samples_come_back_in_sequence_order,
     a_failing_commit_leaves_nothing_behind,
     latest_values_checkpoint_and_aggregate_state_survive_reopening,

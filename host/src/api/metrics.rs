@@ -33,7 +33,10 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn body_or_413(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Bytes, AppError> {
+pub(super) fn body_or_413(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<Bytes, AppError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             AppError::PayloadTooLarge(format!("request body exceeds {limit} bytes"))

@@ -5,6 +5,7 @@
 mod auth;
 mod components;
 pub mod error;
+mod events;
 mod health;
 mod metrics;
 mod openapi;
@@ -83,6 +84,8 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             "/api/v2/metrics/series",
             delete(metrics::delete_series),
         ),
+        (Method::POST, "/api/v2/events", post(events::ingest)),
+        (Method::GET, "/api/v2/events", get(events::list)),
         (Method::GET, "/api/v2/components", get(components::list)),
         (
             Method::POST,

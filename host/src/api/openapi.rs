@@ -3,11 +3,11 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{components, error, health, metrics, plugins, publishers};
+use super::{components, error, events, health, metrics, plugins, publishers};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Vigil", description = "Telemetry host: metrics ingest, query, export, components."),
+    info(title = "Vigil", description = "Telemetry host: metrics and events ingest, query, export, components, plugins and delivery."),
     paths(
         health::health,
         health::ready,
@@ -20,6 +20,8 @@ use super::{components, error, health, metrics, plugins, publishers};
         metrics::prometheus,
         metrics::self_report,
         metrics::delete_series,
+        events::ingest,
+        events::list,
         components::list,
         components::register,
         components::heartbeat,

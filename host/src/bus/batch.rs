@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap;
 
+use crate::events::StoredEvent;
 use crate::metrics::model::MetricKind;
-use crate::plugins::bindings::types::{Batch, SampleColumns};
+use crate::plugins::bindings::types::{Batch, Event, SampleColumns};
 use crate::store::LogSample;
 
 struct Interner {
@@ -47,6 +48,29 @@ fn kind_code(kind: MetricKind) -> u8 {
 
 /// Turns stored samples into a publisher batch.
 pub fn build_batch(samples: &[LogSample]) -> Batch {
+    build_log_batch(samples, &[])
+}
+
+/// An event as a publisher receives it: base fields and attributes in one
+/// JSON object, `source` the most specific of task, workflow and session.
+pub fn wit_event(e: &StoredEvent) -> Event {
+    let mut attributes = e.to_json();
+    if let Some(o) = attributes.as_object_mut() {
+        o.remove("seq");
+        o.remove("event_type");
+        o.remove("event_time");
+    }
+    Event {
+        seq: e.seq as u64,
+        timestamp: e.event_time_ms,
+        event_type: e.event_type.clone(),
+        source: e.source().to_string(),
+        attributes: attributes.to_string(),
+    }
+}
+
+/// Turns stored samples and events into a publisher batch.
+pub fn build_log_batch(samples: &[LogSample], events: &[StoredEvent]) -> Batch {
     let n = samples.len();
     let mut strings = Interner::new();
     let mut columns = SampleColumns {
@@ -91,7 +115,7 @@ pub fn build_batch(samples: &[LogSample]) -> Batch {
     columns.string_offsets = strings.offsets;
     Batch {
         samples: columns,
-        events: Vec::new(),
+        events: events.iter().map(wit_event).collect(),
     }
 }
 
@@ -137,5 +161,31 @@ mod tests {
         assert_eq!(second, vec![("host", "b"), ("zone", "x")]);
         // "w1", "cpu", "host", "a", "b", "zone", "x", "mem": each once.
         assert_eq!(c.string_offsets.len(), 9);
+    }
+
+    #[test]
+    fn events_carry_their_fields_as_one_json_object() {
+        let event = StoredEvent {
+            seq: 7,
+            event_id: "e-1".into(),
+            event_type: "TaskCompleted".into(),
+            event_time_ms: 1_700_000_000_500,
+            session_id: Some("s1".into()),
+            workflow_id: None,
+            task_id: Some("task.0001".into()),
+            backend: None,
+            attributes: r#"{"duration_seconds":1.5}"#.into(),
+            received_ms: 0,
+        };
+        let batch = build_log_batch(&[sample(6, "cpu", "{}")], &[event]);
+        assert_eq!(batch.samples.seqs, vec![6]);
+        let e = &batch.events[0];
+        assert_eq!((e.seq, e.timestamp), (7, 1_700_000_000_500));
+        assert_eq!(e.source, "task.0001");
+        let attrs: serde_json::Value = serde_json::from_str(&e.attributes).unwrap();
+        assert_eq!(
+            attrs,
+            serde_json::json!({"event_id":"e-1","session_id":"s1","task_id":"task.0001","duration_seconds":1.5})
+        );
     }
 }

@@ -9,11 +9,12 @@ use serde::Serialize;
 use tokio::sync::watch;
 use utoipa::ToSchema;
 
-use super::batch::build_batch;
+use super::batch::build_log_batch;
+use crate::events::StoredEvent;
 use crate::metrics::model::format_ms;
-use crate::plugins::bindings::types::DeliveryError;
+use crate::plugins::bindings::types::{DeliveryError, Rejection};
 use crate::plugins::{CallError, PluginKind, PluginRegistry};
-use crate::store::{DeadLetter, LogSample, Store};
+use crate::store::{DeadLetter, Lease, LogItems, LogSample, Store};
 
 /// Batching and retry settings shared by every publisher.
 #[derive(Clone, Debug)]
@@ -24,6 +25,11 @@ pub struct DeliverySettings {
     pub poll: Duration,
     pub backoff_start: Duration,
     pub backoff_max: Duration,
+    /// How often a replica without a publisher's lease tries to take it.
+    pub lease_retry: Duration,
+    /// How often an idle delivery loop checks it still holds its lease
+    /// (it always checks right before publishing).
+    pub lease_check: Duration,
 }
 
 impl Default for DeliverySettings {
@@ -35,6 +41,8 @@ impl Default for DeliverySettings {
             poll: Duration::from_millis(100),
             backoff_start: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
+            lease_retry: Duration::from_secs(1),
+            lease_check: Duration::from_secs(1),
         }
     }
 }
@@ -49,10 +57,11 @@ struct LiveState {
 #[derive(Serialize, ToSchema)]
 pub struct PublisherStatus {
     pub name: String,
-    /// delivering, idle, backing_off, waiting_for_plugin or removed.
+    /// delivering, idle, backing_off, standby (another replica holds the
+    /// lease), waiting_for_plugin or removed.
     pub state: String,
     pub cursor_seq: i64,
-    /// Samples stored after the cursor.
+    /// How far the cursor is behind the head of the log, in sequence numbers.
     pub lag: i64,
     pub delivered: i64,
     pub dead_lettered: i64,
@@ -83,6 +92,74 @@ fn jitter_fraction() -> f64 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     f64::from(nanos.wrapping_mul(2_654_435_761) % 1_000_000) / 1_000_000.0
+}
+
+/// Why a leased delivery run ended.
+enum Exit {
+    Stopped,
+    Gone,
+    LeaseLost,
+    StoreFailed,
+}
+
+/// The highest sequence number to include so the batch stays within
+/// `max_bytes` (estimated), or `None` when everything fits. At least one item
+/// is always included.
+fn byte_cutoff(items: &LogItems, max_bytes: usize) -> Option<i64> {
+    let mut sizes: Vec<(i64, usize)> = items
+        .samples
+        .iter()
+        .map(|r| {
+            (
+                r.seq,
+                64 + r.component.len() + r.metric_name.len() + r.labels.len(),
+            )
+        })
+        .chain(items.events.iter().map(|e| {
+            let ids = [&e.session_id, &e.workflow_id, &e.task_id, &e.backend]
+                .iter()
+                .map(|v| v.as_ref().map_or(0, String::len))
+                .sum::<usize>();
+            (
+                e.seq,
+                96 + e.event_id.len() + e.event_type.len() + e.attributes.len() + ids,
+            )
+        }))
+        .collect();
+    sizes.sort_unstable_by_key(|(seq, _)| *seq);
+    let mut total = 0usize;
+    for (i, (seq, size)) in sizes.iter().enumerate() {
+        total += size;
+        if total > max_bytes {
+            return Some(if i == 0 { *seq } else { sizes[i - 1].0 });
+        }
+    }
+    None
+}
+
+/// The dead letters for a publish report's rejections (samples or events).
+fn dead_letters(publisher: &str, items: &LogItems, rejected: &[Rejection]) -> Vec<DeadLetter> {
+    let samples: HashMap<i64, &LogSample> = items.samples.iter().map(|r| (r.seq, r)).collect();
+    let events: HashMap<i64, &StoredEvent> = items.events.iter().map(|e| (e.seq, e)).collect();
+    rejected
+        .iter()
+        .filter_map(|r| {
+            let seq = r.seq as i64;
+            let item = match (samples.get(&seq), events.get(&seq)) {
+                (Some(s), _) => sample_item(s),
+                (None, Some(e)) => e.to_json().to_string(),
+                (None, None) => return None,
+            };
+            Some(DeadLetter {
+                id: 0,
+                publisher: publisher.to_string(),
+                seq,
+                item,
+                reason: r.reason.clone(),
+                created_ms: 0,
+            })
+        })
+        .collect()
 }
 
 fn sample_item(s: &LogSample) -> String {
@@ -170,28 +247,95 @@ impl DeliveryManager {
     }
 
     /// The delivery loop of one publisher; ends when the plugin goes away.
+    /// Only the replica holding the publisher's lease delivers; the others
+    /// stand by and try to take it over every `lease_retry`.
     async fn deliver(&self, name: String, mut stop: watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if !self.is_publisher(&name) {
+                self.set_state(&name, "removed", None);
+                return;
+            }
+            let lease = match self.store.try_lease(&format!("publisher/{name}")).await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => {
+                    self.set_state(&name, "standby", None);
+                    if self.pause(&mut stop, self.settings.lease_retry).await {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(publisher = %name, error = %e, "cannot take the publisher lease; retrying");
+                    if self.pause(&mut stop, self.settings.lease_retry).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let mut lease = lease;
+            let exit = self.deliver_leased(&name, &mut lease, &mut stop).await;
+            lease.release().await;
+            match exit {
+                Exit::Stopped | Exit::Gone => return,
+                Exit::LeaseLost => {
+                    tracing::warn!(publisher = %name, "publisher lease lost; standing by");
+                    self.set_state(&name, "standby", None);
+                }
+                Exit::StoreFailed => {
+                    if self.pause(&mut stop, self.settings.lease_retry).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_publisher(&self, name: &str) -> bool {
+        self.plugins
+            .get(name)
+            .is_some_and(|p| p.kind == PluginKind::Publisher)
+    }
+
+    /// Delivers while this replica holds the lease.
+    async fn deliver_leased(
+        &self,
+        name: &str,
+        lease: &mut Box<dyn Lease>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Exit {
+        let name = name.to_string();
         let head = match self.store.max_seq().await {
             Ok(seq) => seq,
             Err(e) => {
                 tracing::error!(publisher = %name, error = %e, "cannot read the log head; retrying");
-                return;
+                return Exit::StoreFailed;
             }
         };
-        // A new publisher starts at the head of the log; a known one resumes.
+        // A new publisher starts at the head of the log; a known one resumes
+        // (from where this or another replica left it).
         let mut cursor = match self.store.open_cursor(&name, head, now_ms()).await {
             Ok(c) => c.cursor_seq,
             Err(e) => {
                 tracing::error!(publisher = %name, error = %e, "cannot open the publisher cursor");
-                return;
+                return Exit::StoreFailed;
             }
         };
         tracing::info!(publisher = %name, cursor, "delivery started");
         let mut attempt = 0u32;
         let mut waiting_since: Option<Instant> = None;
-        loop {
+        let mut lease_checked = Instant::now();
+        let exit = loop {
             if *stop.borrow() {
-                break;
+                break Exit::Stopped;
+            }
+            if lease_checked.elapsed() >= self.settings.lease_check {
+                if !lease.held().await {
+                    break Exit::LeaseLost;
+                }
+                lease_checked = Instant::now();
             }
             let Some(plugin) = self
                 .plugins
@@ -200,70 +344,52 @@ impl DeliveryManager {
             else {
                 self.set_state(&name, "removed", None);
                 tracing::info!(publisher = %name, cursor, "publisher gone; cursor kept");
-                return;
+                break Exit::Gone;
             };
-            let rows = match self.store.log_after(cursor, self.settings.max_items).await {
-                Ok(rows) => rows,
+            let mut items = match self.store.log_after(cursor, self.settings.max_items).await {
+                Ok(items) => items,
                 Err(e) => {
                     tracing::warn!(publisher = %name, error = %e, "reading the log failed");
-                    if self.pause(&mut stop, self.settings.poll * 10).await {
-                        break;
+                    if self.pause(stop, self.settings.poll * 10).await {
+                        break Exit::Stopped;
                     }
                     continue;
                 }
             };
-            if rows.is_empty() {
+            if items.is_empty() {
                 self.set_state(&name, "idle", None);
                 waiting_since = None;
-                if self.pause(&mut stop, self.settings.poll).await {
-                    break;
+                if self.pause(stop, self.settings.poll).await {
+                    break Exit::Stopped;
                 }
                 continue;
             }
             // Wait up to max_wait for a fuller batch.
-            if (rows.len() as u32) < self.settings.max_items {
+            if (items.len() as u32) < self.settings.max_items {
                 let since = *waiting_since.get_or_insert_with(Instant::now);
                 if since.elapsed() < self.settings.max_wait {
-                    if self.pause(&mut stop, self.settings.poll).await {
-                        break;
+                    if self.pause(stop, self.settings.poll).await {
+                        break Exit::Stopped;
                     }
                     continue;
                 }
             }
             waiting_since = None;
-            let mut size = 0usize;
-            let take = rows
-                .iter()
-                .take_while(|r| {
-                    size += 64 + r.component.len() + r.metric_name.len() + r.labels.len();
-                    size <= self.settings.max_bytes
-                })
-                .count()
-                .max(1);
-            let rows = &rows[..take];
-            let batch = build_batch(rows);
+            if let Some(last) = byte_cutoff(&items, self.settings.max_bytes) {
+                items.truncate_to(last);
+            }
+            // Never publish without the lease: another replica may have it now.
+            if !lease.held().await {
+                break Exit::LeaseLost;
+            }
+            lease_checked = Instant::now();
+            let batch = build_log_batch(&items.samples, &items.events);
             self.set_state(&name, "delivering", None);
-            let last_seq = rows[rows.len() - 1].seq;
+            let last_seq = items.last_seq().unwrap_or(cursor);
             let failure = match plugin.publish(&batch).await {
                 Ok(Ok(report)) => {
-                    let by_seq: HashMap<i64, &LogSample> =
-                        rows.iter().map(|r| (r.seq, r)).collect();
-                    let dead: Vec<DeadLetter> = report
-                        .rejected
-                        .iter()
-                        .filter_map(|r| {
-                            let row = by_seq.get(&(r.seq as i64))?;
-                            Some(DeadLetter {
-                                id: 0,
-                                publisher: name.clone(),
-                                seq: row.seq,
-                                item: sample_item(row),
-                                reason: r.reason.clone(),
-                                created_ms: 0,
-                            })
-                        })
-                        .collect();
-                    let delivered = rows.len() as i64 - dead.len() as i64;
+                    let dead = dead_letters(&name, &items, &report.rejected);
+                    let delivered = items.len() as i64 - dead.len() as i64;
                     match self
                         .store
                         .advance_cursor(&name, last_seq, delivered, &dead, now_ms())
@@ -301,12 +427,13 @@ impl DeliveryManager {
                     .await;
                 tracing::warn!(publisher = %name, error = %message, retry_in_ms = wait.as_millis() as u64, "delivery failed");
                 self.set_state(&name, "backing_off", Some(Instant::now() + wait));
-                if self.pause(&mut stop, wait).await {
-                    break;
+                if self.pause(stop, wait).await {
+                    break Exit::Stopped;
                 }
             }
-        }
+        };
         tracing::info!(publisher = %name, cursor, "delivery stopped");
+        exit
     }
 
     /// Status of every publisher with a cursor.

@@ -10,5 +10,5 @@
 mod batch;
 mod delivery;
 
-pub use batch::build_batch;
+pub use batch::{build_batch, build_log_batch, wit_event};
 pub use delivery::{DeliveryManager, DeliverySettings, PublisherStatus};

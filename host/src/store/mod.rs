@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
+use crate::events::{NewEvent, StoredEvent};
 use crate::metrics::model::MetricKind;
 
 /// Storage failures. Every message names what was being done.
@@ -170,6 +171,81 @@ pub struct LogSample {
     pub labels: String,
 }
 
+/// Event listing filters, in sequence order after `after_seq`.
+#[derive(Clone, Debug, Default)]
+pub struct EventQuery {
+    /// Any of these types (empty: all).
+    pub event_types: Vec<String>,
+    pub session_id: Option<String>,
+    pub workflow_id: Option<String>,
+    pub task_id: Option<String>,
+    /// Event time range, `[start, end)`.
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub after_seq: i64,
+    pub limit: u32,
+}
+
+/// A stretch of the log: samples and events after a sequence number, each
+/// list in sequence order, together at most the limit asked for and with no
+/// item skipped (every item up to the last one returned is in one list).
+#[derive(Clone, Debug, Default)]
+pub struct LogItems {
+    pub samples: Vec<LogSample>,
+    pub events: Vec<StoredEvent>,
+}
+
+impl LogItems {
+    /// Merges up to `limit` samples and up to `limit` events read after the
+    /// same sequence number into the first `limit` items of the log.
+    pub fn merge(mut samples: Vec<LogSample>, mut events: Vec<StoredEvent>, limit: usize) -> Self {
+        if samples.len() + events.len() > limit {
+            let mut seqs: Vec<i64> = samples
+                .iter()
+                .map(|s| s.seq)
+                .chain(events.iter().map(|e| e.seq))
+                .collect();
+            seqs.sort_unstable();
+            let last = seqs[limit.max(1) - 1];
+            samples.retain(|s| s.seq <= last);
+            events.retain(|e| e.seq <= last);
+        }
+        LogItems { samples, events }
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len() + self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty() && self.events.is_empty()
+    }
+
+    /// Highest sequence number among the items.
+    pub fn last_seq(&self) -> Option<i64> {
+        let s = self.samples.last().map(|s| s.seq);
+        let e = self.events.last().map(|e| e.seq);
+        s.max(e)
+    }
+
+    /// Keeps only items with a sequence number up to `seq`.
+    pub fn truncate_to(&mut self, seq: i64) {
+        self.samples.retain(|s| s.seq <= seq);
+        self.events.retain(|e| e.seq <= seq);
+    }
+}
+
+/// Exclusive, per-name ownership of a job (a publisher's delivery) among the
+/// replicas sharing a database. Dropping it gives it up.
+#[async_trait]
+pub trait Lease: Send {
+    /// Whether this replica still holds it (PostgreSQL: the session holding
+    /// the advisory lock is still connected).
+    async fn held(&mut self) -> bool;
+    /// Gives it up at once, so another replica can take over.
+    async fn release(self: Box<Self>);
+}
+
 /// A publisher's durable position in the log and its delivery record.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct PublisherCursor {
@@ -243,10 +319,25 @@ pub trait Store: Send + Sync + 'static {
     async fn heartbeat(&self, name: &str, now_ms: i64) -> Result<Option<Component>, StoreError>;
     async fn list_components(&self) -> Result<Vec<Component>, StoreError>;
 
-    /// Highest sequence number in the samples log (0 when empty).
+    /// Appends validated events to the log in one transaction. Returns each
+    /// event's sequence number, or `None` when an event with that `event_id`
+    /// was already stored (it is left as it was).
+    async fn append_events(
+        &self,
+        events: &[NewEvent],
+        now_ms: i64,
+    ) -> Result<Vec<Option<i64>>, StoreError>;
+    /// Events matching a query, in sequence order.
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Deletes up to `limit` events older than `before_ms`; returns how many.
+    async fn delete_events_before(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError>;
+
+    /// Highest sequence number in the log, samples and events (0 when empty).
     async fn max_seq(&self) -> Result<i64, StoreError>;
-    /// Samples after `seq` with their series, in order, at most `limit`.
-    async fn log_after(&self, seq: i64, limit: u32) -> Result<Vec<LogSample>, StoreError>;
+    /// The first `limit` log items after `seq`.
+    async fn log_after(&self, seq: i64, limit: u32) -> Result<LogItems, StoreError>;
+    /// Takes the lease named `name` if no other replica holds it.
+    async fn try_lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError>;
     /// A publisher's cursor, created at `start_seq` if it has none.
     async fn open_cursor(
         &self,

@@ -3,14 +3,70 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::Row;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Postgres, Row, Transaction};
 
 use super::{
     parse_kind, Committed, Component, ComponentRecord, Context, CursorRecord, DeadLetter,
-    LatestValue, LogSample, PublisherCursor, SampleQuery, SampleRecord, SeriesRecord, SeriesRef,
-    Store, StoreError, StoredSample, StoredSeries, WriteBatch,
+    EventQuery, LatestValue, Lease, LogItems, LogSample, PublisherCursor, SampleQuery,
+    SampleRecord, SeriesRecord, SeriesRef, Store, StoreError, StoredSample, StoredSeries,
+    WriteBatch,
 };
+use crate::events::{NewEvent, StoredEvent};
+
+/// Advisory lock (bigint key, transaction scope) held while a transaction
+/// takes sequence numbers for the log: samples and events then commit in
+/// sequence order, even with several replicas, so a reader that has seen
+/// `seq` can never later find a smaller one appear.
+const LOG_APPEND_LOCK: i64 = 0x5649_4749_4c00_0001;
+/// Class of the session-scoped advisory locks that are leases (two-int keys,
+/// so they never collide with `LOG_APPEND_LOCK`); the second key is
+/// `hashtext(name)`.
+const LEASE_CLASS: i32 = 0x5647_4c31;
+
+async fn lock_log(tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(LOG_APPEND_LOCK)
+        .execute(&mut **tx)
+        .await
+        .context("taking the log append lock")?;
+    Ok(())
+}
+
+/// A lease held as a session advisory lock on a connection of its own: if
+/// this replica dies or loses the database, PostgreSQL ends the session and
+/// the lock goes with it.
+struct PgLease {
+    conn: PgConnection,
+    name: String,
+}
+
+#[async_trait]
+impl Lease for PgLease {
+    async fn held(&mut self) -> bool {
+        let check = sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
+               AND pid = pg_backend_pid() AND granted AND objsubid = 2
+               AND classid = $1::int4::oid AND objid = hashtext($2)::oid)",
+        )
+        .bind(LEASE_CLASS)
+        .bind(&self.name)
+        .fetch_one(&mut self.conn);
+        matches!(
+            tokio::time::timeout(Duration::from_secs(3), check).await,
+            Ok(Ok(true))
+        )
+    }
+
+    async fn release(mut self: Box<Self>) {
+        let _ = sqlx::query("SELECT pg_advisory_unlock($1, hashtext($2))")
+            .bind(LEASE_CLASS)
+            .bind(&self.name)
+            .execute(&mut self.conn)
+            .await;
+        let _ = self.conn.close().await;
+    }
+}
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -37,6 +93,37 @@ fn resolve(series: SeriesRef, ids: &[i64]) -> i64 {
         SeriesRef::Known(id) => id,
         SeriesRef::New(i) => ids[i],
     }
+}
+
+async fn fetch_events<'e, E>(exec: E, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    let rows: Vec<StoredEvent> = sqlx::query_as(
+        "SELECT seq, event_id, event_type, event_time, session_id, workflow_id, task_id,
+               backend, attributes, received_at
+             FROM events
+             WHERE seq > $1
+               AND (cardinality($2::text[]) = 0 OR event_type = ANY($2))
+               AND ($3::text IS NULL OR session_id = $3)
+               AND ($4::text IS NULL OR workflow_id = $4)
+               AND ($5::text IS NULL OR task_id = $5)
+               AND ($6::int8 IS NULL OR event_time >= $6)
+               AND ($7::int8 IS NULL OR event_time < $7)
+             ORDER BY seq LIMIT $8",
+    )
+    .bind(q.after_seq)
+    .bind(&q.event_types)
+    .bind(&q.session_id)
+    .bind(&q.workflow_id)
+    .bind(&q.task_id)
+    .bind(q.start_ms)
+    .bind(q.end_ms)
+    .bind(i64::from(q.limit))
+    .fetch_all(exec)
+    .await
+    .context("listing events")?;
+    Ok(rows)
 }
 
 #[async_trait]
@@ -89,6 +176,7 @@ impl Store for PostgresStore {
         }
         let mut last_seq = 0;
         if n > 0 {
+            lock_log(&mut tx).await?;
             last_seq = sqlx::query_scalar::<_, Option<i64>>(
                 "WITH appended AS (
                    INSERT INTO samples (series_id, ts, value)
@@ -331,15 +419,77 @@ impl Store for PostgresStore {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
-    async fn max_seq(&self) -> Result<i64, StoreError> {
-        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM samples")
-            .fetch_one(&self.pool)
+    async fn append_events(
+        &self,
+        events: &[NewEvent],
+        now_ms: i64,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
             .await
-            .context("reading the log head")?;
+            .context("beginning an events write")?;
+        lock_log(&mut tx).await?;
+        let mut seqs = Vec::with_capacity(events.len());
+        for e in events {
+            let seq: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO events (event_id, event_type, event_time, session_id, workflow_id,
+                   task_id, backend, attributes, received_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (event_id) DO NOTHING RETURNING seq",
+            )
+            .bind(&e.event_id)
+            .bind(&e.event_type)
+            .bind(e.event_time_ms)
+            .bind(&e.session_id)
+            .bind(&e.workflow_id)
+            .bind(&e.task_id)
+            .bind(&e.backend)
+            .bind(&e.attributes)
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("appending an event")?;
+            seqs.push(seq);
+        }
+        tx.commit().await.context("committing events")?;
+        Ok(seqs)
+    }
+
+    async fn list_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        fetch_events(&self.pool, q).await
+    }
+
+    async fn delete_events_before(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE event_time < $1 LIMIT $2)",
+        )
+        .bind(before_ms)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .context("deleting expired events")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn max_seq(&self) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar(
+            "SELECT GREATEST((SELECT MAX(seq) FROM samples), (SELECT MAX(seq) FROM events))",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("reading the log head")?;
         Ok(seq.unwrap_or(0))
     }
 
-    async fn log_after(&self, seq: i64, limit: u32) -> Result<Vec<LogSample>, StoreError> {
+    async fn log_after(&self, seq: i64, limit: u32) -> Result<LogItems, StoreError> {
+        // One snapshot for both tables, or an item committed between the two
+        // reads could be skipped.
+        let mut tx = self.pool.begin().await.context("beginning a log read")?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .context("beginning a log read")?;
         let rows = sqlx::query(
             "SELECT s.seq, s.ts, s.value, r.component, r.metric_name, r.metric_type, r.labels
              FROM samples s JOIN series r ON r.id = s.series_id
@@ -347,10 +497,10 @@ impl Store for PostgresStore {
         )
         .bind(seq)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .context("reading the log")?;
-        Ok(rows
+        let samples = rows
             .iter()
             .map(|r| LogSample {
                 seq: r.get("seq"),
@@ -361,7 +511,40 @@ impl Store for PostgresStore {
                 kind: parse_kind(r.get::<&str, _>("metric_type")),
                 labels: r.get("labels"),
             })
-            .collect())
+            .collect();
+        let events = fetch_events(
+            &mut *tx,
+            &EventQuery {
+                after_seq: seq,
+                limit,
+                ..EventQuery::default()
+            },
+        )
+        .await?;
+        tx.commit().await.context("ending a log read")?;
+        Ok(LogItems::merge(samples, events, limit as usize))
+    }
+
+    async fn try_lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        let options = self.pool.connect_options();
+        let mut conn = PgConnection::connect_with(&options)
+            .await
+            .context("connecting for a lease")?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+            .bind(LEASE_CLASS)
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await
+            .context("taking a lease")?;
+        if got {
+            Ok(Some(Box::new(PgLease {
+                conn,
+                name: name.to_string(),
+            })))
+        } else {
+            let _ = conn.close().await;
+            Ok(None)
+        }
     }
 
     async fn open_cursor(

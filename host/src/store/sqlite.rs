@@ -11,9 +11,55 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
     parse_kind, Committed, Component, ComponentRecord, Context, CursorRecord, DeadLetter,
-    LatestValue, LogSample, PublisherCursor, SampleQuery, SampleRecord, SampleRow, SeriesRecord,
-    SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
+    EventQuery, LatestValue, Lease, LogItems, LogSample, PublisherCursor, SampleQuery,
+    SampleRecord, SampleRow, SeriesRecord, SeriesRef, Store, StoreError, StoredSample,
+    StoredSeries, WriteBatch,
 };
+use crate::events::{NewEvent, StoredEvent};
+
+/// SQLite serves one process: every lease is granted and stays held.
+struct LocalLease;
+
+#[async_trait]
+impl Lease for LocalLease {
+    async fn held(&mut self) -> bool {
+        true
+    }
+
+    async fn release(self: Box<Self>) {}
+}
+
+async fn fetch_events<'e, E>(exec: E, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let types = serde_json::to_string(&q.event_types).unwrap_or_else(|_| "[]".into());
+    let rows: Vec<StoredEvent> = sqlx::query_as(
+        "SELECT seq, event_id, event_type, event_time, session_id, workflow_id, task_id,
+           backend, attributes, received_at
+         FROM events
+         WHERE seq > ?1
+           AND (?2 = '[]' OR event_type IN (SELECT value FROM json_each(?2)))
+           AND (?3 IS NULL OR session_id = ?3)
+           AND (?4 IS NULL OR workflow_id = ?4)
+           AND (?5 IS NULL OR task_id = ?5)
+           AND (?6 IS NULL OR event_time >= ?6)
+           AND (?7 IS NULL OR event_time < ?7)
+         ORDER BY seq LIMIT ?8",
+    )
+    .bind(q.after_seq)
+    .bind(types)
+    .bind(&q.session_id)
+    .bind(&q.workflow_id)
+    .bind(&q.task_id)
+    .bind(q.start_ms)
+    .bind(q.end_ms)
+    .bind(i64::from(q.limit))
+    .fetch_all(exec)
+    .await
+    .context("listing events")?;
+    Ok(rows)
+}
 
 /// Sample rows per multi-row INSERT, largest first; every size is a cached statement.
 const CHUNKS: [usize; 4] = [256, 32, 4, 1];
@@ -370,15 +416,92 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
-    async fn max_seq(&self) -> Result<i64, StoreError> {
-        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM samples")
-            .fetch_one(&self.pool)
+    async fn append_events(
+        &self,
+        events: &[NewEvent],
+        now_ms: i64,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
             .await
-            .context("reading the log head")?;
+            .context("beginning an events write")?;
+        // Events take their numbers from the samples' AUTOINCREMENT counter,
+        // moved past them here; writing first takes the write lock at once,
+        // so numbers are handed out in commit order.
+        let top: Option<i64> = sqlx::query_scalar(
+            "UPDATE sqlite_sequence SET seq = MAX(seq,
+                 COALESCE((SELECT MAX(seq) FROM samples), 0),
+                 COALESCE((SELECT MAX(seq) FROM events), 0)) + ?
+             WHERE name = 'samples' RETURNING seq",
+        )
+        .bind(events.len() as i64)
+        .fetch_optional(&mut *tx)
+        .await
+        .context("numbering events")?;
+        let Some(top) = top else {
+            return Err(StoreError::Setup(
+                "the log counter (sqlite_sequence row `samples`) is missing".into(),
+            ));
+        };
+        let first = top - events.len() as i64 + 1;
+        let mut seqs = Vec::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            let seq: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO events (seq, event_id, event_type, event_time, session_id, workflow_id,
+                   task_id, backend, attributes, received_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (event_id) DO NOTHING RETURNING seq",
+            )
+            .bind(first + i as i64)
+            .bind(&e.event_id)
+            .bind(&e.event_type)
+            .bind(e.event_time_ms)
+            .bind(&e.session_id)
+            .bind(&e.workflow_id)
+            .bind(&e.task_id)
+            .bind(&e.backend)
+            .bind(&e.attributes)
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("appending an event")?;
+            seqs.push(seq);
+        }
+        tx.commit().await.context("committing events")?;
+        Ok(seqs)
+    }
+
+    async fn list_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        fetch_events(&self.pool, q).await
+    }
+
+    async fn delete_events_before(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE event_time < ? LIMIT ?)",
+        )
+        .bind(before_ms)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .context("deleting expired events")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn max_seq(&self) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM samples), 0),
+                        COALESCE((SELECT MAX(seq) FROM events), 0))",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .context("reading the log head")?;
         Ok(seq.unwrap_or(0))
     }
 
-    async fn log_after(&self, seq: i64, limit: u32) -> Result<Vec<LogSample>, StoreError> {
+    async fn log_after(&self, seq: i64, limit: u32) -> Result<LogItems, StoreError> {
+        // One read transaction: both tables from the same snapshot.
+        let mut tx = self.pool.begin().await.context("beginning a log read")?;
         let rows = sqlx::query(
             "SELECT s.seq, s.ts, s.value, r.component, r.metric_name, r.metric_type, r.labels
              FROM samples s JOIN series r ON r.id = s.series_id
@@ -386,10 +509,10 @@ impl Store for SqliteStore {
         )
         .bind(seq)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .context("reading the log")?;
-        Ok(rows
+        let samples = rows
             .iter()
             .map(|r| LogSample {
                 seq: r.get("seq"),
@@ -400,7 +523,22 @@ impl Store for SqliteStore {
                 kind: parse_kind(r.get::<&str, _>("metric_type")),
                 labels: r.get("labels"),
             })
-            .collect())
+            .collect();
+        let events = fetch_events(
+            &mut *tx,
+            &EventQuery {
+                after_seq: seq,
+                limit,
+                ..EventQuery::default()
+            },
+        )
+        .await?;
+        tx.commit().await.context("ending a log read")?;
+        Ok(LogItems::merge(samples, events, limit as usize))
+    }
+
+    async fn try_lease(&self, _name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
+        Ok(Some(Box::new(LocalLease)))
     }
 
     async fn open_cursor(

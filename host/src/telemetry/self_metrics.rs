@@ -28,6 +28,7 @@ pub struct SelfMetrics {
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<RouteLabels, Histogram>,
     samples_ingested: Counter,
+    events_ingested: Counter,
     store_write: Histogram,
     live_series: Gauge<i64, std::sync::atomic::AtomicI64>,
     components_alive: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -64,6 +65,12 @@ impl SelfMetrics {
             "Metric samples committed to the store",
             samples_ingested.clone(),
         );
+        let events_ingested = Counter::default();
+        registry.register(
+            "events_ingested",
+            "Lifecycle and custom events committed to the store (duplicates not counted)",
+            events_ingested.clone(),
+        );
         let store_write = Histogram::new(exponential_buckets(0.0002, 2.0, 16));
         registry.register_with_unit(
             "store_write_duration",
@@ -96,6 +103,7 @@ impl SelfMetrics {
             requests,
             request_duration,
             samples_ingested,
+            events_ingested,
             store_write,
             live_series,
             components_alive,
@@ -124,6 +132,10 @@ impl SelfMetrics {
 
     pub fn add_samples_ingested(&self, n: u64) {
         self.samples_ingested.inc_by(n);
+    }
+
+    pub fn add_events_ingested(&self, n: u64) {
+        self.events_ingested.inc_by(n);
     }
 
     pub fn set_live_series(&self, n: usize) {
