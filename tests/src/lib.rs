@@ -1642,6 +1642,23 @@ impl ReceivedRequest {
             .filter_map(|s| s["seq"].as_i64())
             .collect()
     }
+
+    /// The `events` array of a webhook-publisher body.
+    pub fn events(&self) -> Vec<Value> {
+        self.json()["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The `seq` of every sample and every event in the body.
+    pub fn all_seqs(&self) -> Vec<i64> {
+        self.samples()
+            .iter()
+            .chain(self.events().iter())
+            .filter_map(|s| s["seq"].as_i64())
+            .collect()
+    }
 }
 
 /// What a [`WebhookReceiver`] answers to one request.

@@ -196,7 +196,130 @@ async fn a_crash_resumes_delivery_from_the_stored_cursor(backend: Backend) {
     );
 }
 
-backend_tests!(a_crash_resumes_delivery_from_the_stored_cursor);
+/// Posts events; returns their seqs (asserting each was stored).
+async fn post_events(server: &TestServer, events: &Value) -> Vec<i64> {
+    let (status, body) = status_json(server.post_json("/api/v2/events", events).await).await;
+    assert_eq!(status, 200, "{body:#}");
+    body["seqs"]
+        .as_array()
+        .expect("seqs")
+        .iter()
+        .map(|s| s.as_i64().expect("stored, not a duplicate"))
+        .collect()
+}
+
+async fn events_reach_publishers_with_samples_in_log_order(backend: Backend) {
+    let receiver = WebhookReceiver::start().await;
+    // Refuses every event marked poison; accepts everything else.
+    receiver.set_handler(|req, _| {
+        let rejected: Vec<Value> = req
+            .events()
+            .iter()
+            .filter(|e| e["attributes"]["poison"] == true)
+            .map(|e| json!({"seq": e["seq"], "reason": "document parsing exception"}))
+            .collect();
+        if rejected.is_empty() {
+            Reply::ok()
+        } else {
+            Reply::status(400).json(&json!({ "rejected": rejected }))
+        }
+    });
+    let db = TestDatabase::new(&backend).await;
+    let dir = PluginDir::new();
+    let server = start(&db, &dir, &[("hook", &receiver)]).await;
+    let component = unique("mixed");
+    let session = unique("session");
+
+    report_n(&server, &component, "mixed_value", 5).await;
+    let mut event_seqs = post_events(
+        &server,
+        &json!([
+            {"event_type": "TaskCreated", "event_id": format!("{session}-1"), "session_id": session,
+             "task_id": "task.0001", "event_time": 1_700_000_000.5},
+            {"event_type": "asyncflow.TaskResolved", "session_id": session, "task_id": "task.0001",
+             "asyncflow.workflow_id": "etl-run-42"},
+            {"event_type": "TaskCompleted", "session_id": session, "task_id": "task.0001",
+             "duration_seconds": 1.25},
+        ]),
+    )
+    .await;
+    report_n(&server, &component, "mixed_value", 5).await;
+    event_seqs.extend(
+        post_events(
+            &server,
+            &json!({"events": [
+                {"event_type": "myframework.DataQualityChecked", "session_id": session,
+                 "dataset": "train_2024", "score": 0.97},
+                {"event_type": "myframework.DataQualityChecked", "session_id": session,
+                 "dataset": "broken", "poison": true},
+            ]}),
+        )
+        .await,
+    );
+    let poison_seq = *event_seqs.last().expect("poison");
+
+    let p = wait_lag_zero(&server, "hook", WAIT).await;
+    assert_eq!(p["delivered"], 14, "{p:#}");
+    assert_eq!(p["dead_lettered"], 1, "{p:#}");
+
+    // Every stored item reached the receiver exactly once (the refused
+    // request included), each request a contiguous stretch of the log.
+    let mut expected: Vec<i64> = stored_seqs(&server, &component).await;
+    expected.extend(&event_seqs);
+    expected.sort_unstable();
+    let requests = receiver.requests();
+    let mut got: Vec<i64> = requests.iter().flat_map(|r| r.all_seqs()).collect();
+    got.sort_unstable();
+    assert_eq!(got, expected, "every item once");
+    for r in &requests {
+        let mut seqs = r.all_seqs();
+        seqs.sort_unstable();
+        let (first, last) = (seqs[0], seqs[seqs.len() - 1]);
+        let inside = expected
+            .iter()
+            .filter(|s| (first..=last).contains(*s))
+            .count();
+        assert_eq!(
+            inside,
+            seqs.len(),
+            "a request skipped part of the log: {seqs:?}"
+        );
+    }
+
+    // Events arrive with their type, time, source and fields.
+    let events: Vec<Value> = requests.iter().flat_map(|r| r.events()).collect();
+    assert_eq!(events.len(), 5);
+    let first = &events[0];
+    assert_eq!(first["seq"], event_seqs[0]);
+    assert_eq!(first["event_type"], "TaskCreated");
+    assert_eq!(first["timestamp_ms"], 1_700_000_000_500i64);
+    assert_eq!(first["source"], "task.0001");
+    assert_eq!(first["attributes"]["event_id"], format!("{session}-1"));
+    assert_eq!(first["attributes"]["session_id"], session.as_str());
+    assert_eq!(events[1]["attributes"]["workflow_id"], "etl-run-42");
+    assert_eq!(events[2]["attributes"]["duration_seconds"], 1.25);
+    assert_eq!(events[3]["source"], session.as_str());
+    assert_eq!(events[3]["attributes"]["score"], 0.97);
+
+    // The refused event is a dead letter, as the event it was.
+    let (status, page) =
+        status_json(server.get("/api/v2/publishers/hook/dead-letters").await).await;
+    assert_eq!(status, 200, "{page:#}");
+    let letters = page["dead_letters"].as_array().expect("dead_letters");
+    assert_eq!(letters.len(), 1, "{page:#}");
+    assert_eq!(letters[0]["seq"], poison_seq);
+    assert_eq!(letters[0]["reason"], "document parsing exception");
+    assert_eq!(
+        letters[0]["item"]["event_type"],
+        "myframework.DataQualityChecked"
+    );
+    assert_eq!(letters[0]["item"]["dataset"], "broken");
+}
+
+backend_tests!(
+    a_crash_resumes_delivery_from_the_stored_cursor,
+    events_reach_publishers_with_samples_in_log_order
+);
 
 // ---------------------------------------------------------------------------
 // (2) retryable errors
