@@ -561,10 +561,25 @@ async fn a_permanent_error_holds_data_back_without_dropping_it() {
         .as_u64()
         .expect("next_attempt_in_ms");
     assert!(next_ms <= 36_000, "{waiting:#}");
+    // Readiness reports the failing queue without taking the replica out.
+    let (status, ready) = status_json(server.get("/api/v2/ready").await).await;
+    assert_eq!(status, 200, "{ready:#}");
+    let queues = &ready["checks"]["delivery_queues"];
+    assert_eq!(queues["ok"], false, "{ready:#}");
+    assert_eq!(queues["critical"], false, "{ready:#}");
+    assert!(
+        queues["error"].as_str().is_some_and(|e| e.contains("hook")),
+        "{ready:#}"
+    );
+    assert_eq!(queues["detail"]["hook"]["lag"], 20, "{ready:#}");
     refusing.store(false, Ordering::SeqCst);
     let done = wait_lag_zero(&server, "hook", Duration::from_millis(next_ms + 15_000)).await;
     assert_eq!(done["delivered"], 20, "{done:#}");
     assert_eq!(done["last_error"], Value::Null, "{done:#}");
+    let (_, ready) = status_json(server.get("/api/v2/ready").await).await;
+    let queues = &ready["checks"]["delivery_queues"];
+    assert_eq!(queues["ok"], true, "{ready:#}");
+    assert_eq!(queues["detail"]["hook"]["lag"], 0, "{ready:#}");
     let last = receiver.requests().last().cloned().expect("requests");
     assert_eq!(last.status, 200);
     assert_eq!(last.seqs(), stored_seqs(&server, &component).await);

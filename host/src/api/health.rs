@@ -80,10 +80,54 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         ),
         critical: false,
     };
+    // Publishers that cannot deliver make readiness say so, but do not take
+    // the replica out of service: ingest still commits, delivery catches up.
+    let delivery = match (database.ok, state.delivery.status().await) {
+        (true, Ok(publishers)) => {
+            let failing: Vec<&str> = publishers
+                .iter()
+                .filter(|p| p.state == "backing_off")
+                .map(|p| p.name.as_str())
+                .collect();
+            let detail: serde_json::Map<String, serde_json::Value> = publishers
+                .iter()
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        serde_json::json!({"state": p.state, "lag": p.lag}),
+                    )
+                })
+                .collect();
+            Check {
+                ok: failing.is_empty(),
+                error: (!failing.is_empty()).then(|| {
+                    format!(
+                        "delivery failing for {}; see /api/v2/publishers",
+                        failing.join(", ")
+                    )
+                }),
+                detail: Some(serde_json::Value::Object(detail)),
+                critical: false,
+            }
+        }
+        (_, Err(e)) => Check {
+            ok: false,
+            error: Some(e.to_string()),
+            detail: None,
+            critical: false,
+        },
+        (false, _) => Check {
+            ok: false,
+            error: Some("the database is unreachable".into()),
+            detail: None,
+            critical: false,
+        },
+    };
     let ok = database.ok;
     let mut checks = BTreeMap::new();
     checks.insert("database", database);
     checks.insert("plugins", plugins);
+    checks.insert("delivery_queues", delivery);
     let status = if ok {
         StatusCode::OK
     } else {
