@@ -88,6 +88,40 @@ fn scaffolds_of_every_kind_build_for_wasm32_wasip2_and_load() {
                 input.to_str().expect("utf-8"),
             ]));
             assert!(out.contains("\"accepted\": 1"), "{out}");
+            // Samples and events together, in the POST /api/v2/events format.
+            std::fs::write(
+                &input,
+                r#"{"samples":[{"component":"w1","name":"a","value":1}],
+                    "events":[{"event_type":"TaskCreated","task_id":"t1"},
+                              {"event_type":"asyncflow.TaskResolved","task_id":"t1"}]}"#,
+            )
+            .expect("input");
+            let run_input = || {
+                Command::new(vigil_binary())
+                    .args([
+                        "plugin",
+                        "run",
+                        wasm.to_str().expect("utf-8"),
+                        "--input",
+                        input.to_str().expect("utf-8"),
+                    ])
+                    .output()
+                    .expect("run vigil plugin run")
+            };
+            let out = run_input();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{text}");
+            assert!(text.contains("\"accepted\": 3"), "{text}");
+            // A bad event is named, and nothing is published.
+            std::fs::write(
+                &input,
+                r#"{"events":[{"event_type":"TaskCreated"},{"event_type":"Checkpoint"}]}"#,
+            )
+            .expect("input");
+            let out = run_input();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "a bad event was accepted: {err}");
+            assert!(err.contains("events[1].event_type"), "{err}");
         }
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }

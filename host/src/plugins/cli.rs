@@ -12,7 +12,8 @@ use super::bindings::types;
 use super::engine::PluginEngine;
 use super::manifest::PluginManifest;
 use super::plugin::{Plugin, PluginKind};
-use crate::bus::build_batch;
+use crate::bus::build_log_batch;
+use crate::events::{parse_events, EventsError, StoredEvent};
 use crate::metrics::model::{parse_report, MetricKind};
 use crate::store::LogSample;
 
@@ -176,13 +177,18 @@ fn input_samples(value: serde_json::Value) -> Result<Vec<LogSample>, String> {
             })
             .collect());
     }
-    let samples: Vec<InputSample> = serde_json::from_value(
-        value
-            .get("samples")
-            .cloned()
-            .ok_or("input has neither `metrics` (a NoETL report) nor `samples`")?,
-    )
-    .map_err(|e| format!("input samples: {e}"))?;
+    let samples: Vec<InputSample> =
+        serde_json::from_value(match (value.get("samples"), value.get("events")) {
+            (Some(samples), _) => samples.clone(),
+            (None, Some(_)) => serde_json::Value::Array(Vec::new()),
+            (None, None) => {
+                return Err(
+                    "input has neither `metrics` (a NoETL report) nor `samples` nor `events`"
+                        .into(),
+                )
+            }
+        })
+        .map_err(|e| format!("input samples: {e}"))?;
     samples
         .into_iter()
         .enumerate()
@@ -200,6 +206,44 @@ fn input_samples(value: serde_json::Value) -> Result<Vec<LogSample>, String> {
             })
         })
         .collect()
+}
+
+/// The input's `events` (in the `POST /api/v2/events` format), numbered
+/// after the samples.
+fn input_events(value: &serde_json::Value, first_seq: i64) -> Result<Vec<StoredEvent>, String> {
+    let Some(events) = value.get("events") else {
+        return Ok(Vec::new());
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let body = serde_json::to_vec(events).map_err(|e| e.to_string())?;
+    let parsed = parse_events(&body, usize::MAX, now).map_err(|e| match e {
+        EventsError::MalformedJson(m) => format!("input events: {m}"),
+        EventsError::Invalid(items) => items
+            .iter()
+            .map(|i| match i.index {
+                Some(n) => format!("events[{n}].{}: {}", i.field, i.reason),
+                None => format!("events: {}", i.reason),
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        EventsError::TooManyItems { count, .. } => format!("{count} events"),
+    })?;
+    Ok(parsed
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| StoredEvent {
+            seq: first_seq + i as i64,
+            event_id: e.event_id,
+            event_type: e.event_type,
+            event_time_ms: e.event_time_ms,
+            session_id: e.session_id,
+            workflow_id: e.workflow_id,
+            task_id: e.task_id,
+            backend: e.backend,
+            attributes: e.attributes,
+            received_ms: now,
+        })
+        .collect())
 }
 
 fn pairs(value: Option<&serde_json::Value>) -> Vec<(String, String)> {
@@ -236,10 +280,13 @@ async fn run_once(args: RunArgs) -> Result<(), String> {
     let plugin = load(&args.file, manifest, true).await?;
     let answer = match plugin.kind {
         PluginKind::Publisher => {
-            let batch = build_batch(&input_samples(input)?);
+            let samples = input_samples(input.clone())?;
+            let first_event = samples.iter().map(|s| s.seq).max().unwrap_or(0) + 1;
+            let events = input_events(&input, first_event)?;
+            let batch = build_log_batch(&samples, &events);
             match plugin.publish(&batch).await.map_err(|e| e.to_string())? {
                 Ok(report) => serde_json::json!({
-                    "accepted": batch.samples.seqs.len() - report.rejected.len(),
+                    "accepted": batch.samples.seqs.len() + batch.events.len() - report.rejected.len(),
                     "rejected": report.rejected.iter().map(|r| serde_json::json!({"seq": r.seq, "reason": r.reason})).collect::<Vec<_>>(),
                 }),
                 Err(e) => delivery_error(e),
