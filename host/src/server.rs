@@ -231,7 +231,7 @@ impl LogPart {
 }
 
 /// Deletes samples and events older than the retention (by sample timestamp
-/// and event time) in bounded batches: once at start, then every
+/// and event receive time) in bounded batches: once at start, then every
 /// retention/10 (between 1 s and 60 s).
 async fn retention_loop(state: AppState, mut stop: watch::Receiver<bool>) {
     let every =

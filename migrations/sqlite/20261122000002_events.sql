@@ -16,6 +16,8 @@ CREATE TABLE events (
     received_at  INTEGER NOT NULL
 );
 CREATE INDEX events_time ON events (event_time);
+-- retention deletes by receive time
+CREATE INDEX events_received ON events (received_at);
 CREATE INDEX events_type ON events (event_type, seq);
 CREATE INDEX events_session ON events (session_id, seq);
 CREATE INDEX events_workflow ON events (workflow_id, seq);

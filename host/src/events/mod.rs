@@ -212,9 +212,16 @@ fn parse_one(
     let session_id = optional_id("session_id", &mut fields);
     let mut workflow_id = optional_id("workflow_id", &mut fields);
     let scoped = optional_id("asyncflow.workflow_id", &mut fields);
-    workflow_id = workflow_id.or(scoped);
     let task_id = optional_id("task_id", &mut fields);
     let backend = optional_id("backend", &mut fields);
+    match (&workflow_id, scoped) {
+        (Some(w), Some(s)) if *w != s => errors.push(err(
+            "asyncflow.workflow_id",
+            format!("`{s}` differs from workflow_id `{w}`; send one of them"),
+        )),
+        (None, Some(s)) => workflow_id = Some(s),
+        _ => {}
+    }
     let event_time_ms = match fields.remove("event_time") {
         None | Some(Value::Null) => Some(now_ms),
         Some(v) => match parse_timestamp(&v) {
@@ -377,7 +384,8 @@ mod tests {
             r#"[{"event_type":"Checkpoint"},{"event_type":7},{},
                 {"event_type":"TaskStarted","event_time":"yesterday"},
                 {"event_type":"TaskStarted","task_id":{"x":1}},
-                {"event_type":"a..b"},{"event_type":"TaskStarted","seq":4},"x"]"#,
+                {"event_type":"a..b"},{"event_type":"TaskStarted","seq":4},"x",
+                {"event_type":"TaskStarted","workflow_id":"a","asyncflow.workflow_id":"b"}]"#,
         );
         let got: Vec<(Option<usize>, &str)> =
             errors.iter().map(|e| (e.index, e.field.as_str())).collect();
@@ -392,6 +400,7 @@ mod tests {
                 (Some(5), "event_type"),
                 (Some(6), "seq"),
                 (Some(7), ""),
+                (Some(8), "asyncflow.workflow_id"),
             ]
         );
         assert!(

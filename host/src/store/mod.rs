@@ -329,7 +329,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Option<i64>>, StoreError>;
     /// Events matching a query, in sequence order.
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
-    /// Deletes up to `limit` events older than `before_ms`; returns how many.
+    /// Deletes up to `limit` events received before `before_ms`; returns how many.
     async fn delete_events_before(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError>;
 
     /// Highest sequence number in the log, samples and events (0 when empty).

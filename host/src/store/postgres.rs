@@ -462,7 +462,7 @@ impl Store for PostgresStore {
 
     async fn delete_events_before(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE event_time < $1 LIMIT $2)",
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE received_at < $1 LIMIT $2)",
         )
         .bind(before_ms)
         .bind(i64::from(limit))

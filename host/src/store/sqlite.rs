@@ -478,7 +478,7 @@ impl Store for SqliteStore {
 
     async fn delete_events_before(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE event_time < ? LIMIT ?)",
+            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE received_at < ? LIMIT ?)",
         )
         .bind(before_ms)
         .bind(i64::from(limit))
