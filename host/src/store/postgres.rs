@@ -70,7 +70,13 @@ impl Lease for PgLease {
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Connections of failed lease attempts, kept for the next attempt so a
+    /// standby replica does not connect anew every second.
+    spare_lease_conns: parking_lot::Mutex<Vec<PgConnection>>,
 }
+
+/// Spare lease connections kept at most.
+const SPARE_LEASE_CONNS: usize = 4;
 
 impl PostgresStore {
     /// Connects and applies migrations.
@@ -84,7 +90,10 @@ impl PostgresStore {
             .await
             .context("connecting to PostgreSQL")?;
         sqlx::migrate!("../migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            spare_lease_conns: parking_lot::Mutex::new(Vec::new()),
+        })
     }
 }
 
@@ -526,10 +535,16 @@ impl Store for PostgresStore {
     }
 
     async fn try_lease(&self, name: &str) -> Result<Option<Box<dyn Lease>>, StoreError> {
-        let options = self.pool.connect_options();
-        let mut conn = PgConnection::connect_with(&options)
-            .await
-            .context("connecting for a lease")?;
+        let spare = self.spare_lease_conns.lock().pop();
+        let mut conn = match spare {
+            Some(conn) => conn,
+            None => {
+                let options = self.pool.connect_options();
+                PgConnection::connect_with(&options)
+                    .await
+                    .context("connecting for a lease")?
+            }
+        };
         let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
             .bind(LEASE_CLASS)
             .bind(name)
@@ -542,7 +557,10 @@ impl Store for PostgresStore {
                 name: name.to_string(),
             })))
         } else {
-            let _ = conn.close().await;
+            let mut spare = self.spare_lease_conns.lock();
+            if spare.len() < SPARE_LEASE_CONNS {
+                spare.push(conn);
+            }
             Ok(None)
         }
     }
