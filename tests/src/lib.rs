@@ -1531,6 +1531,31 @@ impl TestServer {
         self.plugins().await.into_iter().find(|p| p["name"] == name)
     }
 
+    /// Sends `method url` (a full URL) with an optional bearer token and
+    /// JSON body; returns status and body.
+    pub async fn call(
+        &self,
+        method: &str,
+        url: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let client = self.client();
+        let mut req = match method {
+            "GET" => client.get(url),
+            "POST" => client.post(url),
+            "DELETE" => client.delete(url),
+            m => panic!("method {m}"),
+        };
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        status_json(req.send().await.expect("request")).await
+    }
+
     /// `publishers` of `GET /api/v2/publishers`; asserts 200.
     pub async fn publishers(&self) -> Vec<Value> {
         let (status, json) = status_json(self.get("/api/v2/publishers").await).await;

@@ -19,30 +19,6 @@ async fn server_with_tokens(db: &TestDatabase) -> TestServer {
         .await
 }
 
-/// Sends `method url` with an optional bearer token and JSON body; returns status and body.
-async fn call(
-    server: &TestServer,
-    method: &str,
-    url: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> (u16, Value) {
-    let client = server.client();
-    let mut req = match method {
-        "GET" => client.get(url),
-        "POST" => client.post(url),
-        "DELETE" => client.delete(url),
-        m => panic!("method {m}"),
-    };
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    status_json(req.send().await.expect("request")).await
-}
-
 /// (method, url, body) of every protected operation, grouped by required scope.
 fn operations(
     server: &TestServer,
@@ -101,7 +77,7 @@ async fn requests_without_a_valid_token_get_401(backend: Backend) {
     let comp = unique("anon");
     for (_, method, url, body) in operations(&server, &comp) {
         for token in [None, Some("wrong-secret"), Some("")] {
-            let (status, json) = call(&server, method, &url, token, body.as_ref()).await;
+            let (status, json) = server.call(method, &url, token, body.as_ref()).await;
             assert_eq!(status, 401, "{method} {url} with {token:?}: {json}");
             assert_eq!(json["error"]["code"], "unauthorized", "{json}");
         }
@@ -116,14 +92,14 @@ async fn requests_without_a_valid_token_get_401(backend: Backend) {
         .expect("request");
     expect_error(resp, 401, "unauthorized").await;
     // Nothing was stored by the refused reports.
-    let (status, json) = call(
-        &server,
-        "GET",
-        &server.url("/api/v2/metrics/query"),
-        Some(ADMIN),
-        None,
-    )
-    .await;
+    let (status, json) = server
+        .call(
+            "GET",
+            &server.url("/api/v2/metrics/query"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["samples"], json!([]), "{json}");
 }
@@ -139,7 +115,7 @@ async fn each_token_can_do_what_its_scopes_allow_and_gets_403_otherwise(backend:
         (WRITE, &["write"][..]),
     ] {
         for (needs, method, url, body) in operations(&server, &comp) {
-            let (status, json) = call(&server, method, &url, Some(token), body.as_ref()).await;
+            let (status, json) = server.call(method, &url, Some(token), body.as_ref()).await;
             if scopes.contains(&needs) {
                 assert_eq!(status, 200, "{token} ({scopes:?}) {method} {url}: {json}");
             } else {
@@ -154,33 +130,33 @@ async fn each_token_can_do_what_its_scopes_allow_and_gets_403_otherwise(backend:
         .token("read,write:rw-secret")
         .start()
         .await;
-    let (status, _) = call(
-        &server,
-        "GET",
-        &server.url("/api/v2/metrics/query"),
-        Some("rw-secret"),
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .call(
+            "GET",
+            &server.url("/api/v2/metrics/query"),
+            Some("rw-secret"),
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
     let rep = report(&comp, [gauge("auth_gauge", 2.0)]);
-    let (status, _) = call(
-        &server,
-        "POST",
-        &server.url("/api/v2/metrics/report"),
-        Some("rw-secret"),
-        Some(&rep),
-    )
-    .await;
+    let (status, _) = server
+        .call(
+            "POST",
+            &server.url("/api/v2/metrics/report"),
+            Some("rw-secret"),
+            Some(&rep),
+        )
+        .await;
     assert_eq!(status, 200);
-    let (status, _) = call(
-        &server,
-        "DELETE",
-        &server.url(&format!("/api/v2/metrics/series?component={comp}")),
-        Some("rw-secret"),
-        None,
-    )
-    .await;
+    let (status, _) = server
+        .call(
+            "DELETE",
+            &server.url(&format!("/api/v2/metrics/series?component={comp}")),
+            Some("rw-secret"),
+            None,
+        )
+        .await;
     assert_eq!(status, 403);
 }
 
@@ -191,31 +167,31 @@ async fn tokens_can_come_from_the_environment(backend: Backend) {
         .start()
         .await;
     let q = server.url("/api/v2/metrics/query");
-    assert_eq!(call(&server, "GET", &q, None, None).await.0, 401);
-    assert_eq!(call(&server, "GET", &q, Some(READ), None).await.0, 200);
+    assert_eq!(server.call("GET", &q, None, None).await.0, 401);
+    assert_eq!(server.call("GET", &q, Some(READ), None).await.0, 200);
     let rep = report("envtok", [gauge("g", 1.0)]);
     assert_eq!(
-        call(
-            &server,
-            "POST",
-            &server.url("/api/v2/metrics/report"),
-            Some(READ),
-            Some(&rep)
-        )
-        .await
-        .0,
+        server
+            .call(
+                "POST",
+                &server.url("/api/v2/metrics/report"),
+                Some(READ),
+                Some(&rep)
+            )
+            .await
+            .0,
         403
     );
     assert_eq!(
-        call(
-            &server,
-            "POST",
-            &server.url("/api/v2/metrics/report"),
-            Some(ADMIN),
-            Some(&rep)
-        )
-        .await
-        .0,
+        server
+            .call(
+                "POST",
+                &server.url("/api/v2/metrics/report"),
+                Some(ADMIN),
+                Some(&rep)
+            )
+            .await
+            .0,
         200
     );
 }
@@ -224,10 +200,12 @@ async fn health_ready_and_openapi_stay_public(backend: Backend) {
     let db = TestDatabase::new(&backend).await;
     let server = server_with_tokens(&db).await;
     for path in ["/api/v2/health", "/api/v2/ready", "/api/v2/openapi.json"] {
-        let (status, json) = call(&server, "GET", &server.url(path), None, None).await;
+        let (status, json) = server.call("GET", &server.url(path), None, None).await;
         assert_eq!(status, 200, "{path}: {json}");
         // A wrong token does not make a public route fail.
-        let (status, json) = call(&server, "GET", &server.url(path), Some("nonsense"), None).await;
+        let (status, json) = server
+            .call("GET", &server.url(path), Some("nonsense"), None)
+            .await;
         assert_eq!(status, 200, "{path} with a bad token: {json}");
     }
 }

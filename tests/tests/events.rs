@@ -1130,19 +1130,7 @@ async fn call(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, Value) {
-    let client = server.client();
-    let mut req = match method {
-        "GET" => client.get(server.url(EVENTS)),
-        "POST" => client.post(server.url(EVENTS)),
-        m => panic!("method {m}"),
-    };
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    status_json(req.send().await.expect("request")).await
+    server.call(method, &server.url(EVENTS), token, body).await
 }
 
 async fn posting_needs_write_and_listing_needs_read(backend: Backend) {

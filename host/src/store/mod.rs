@@ -508,6 +508,31 @@ impl From<CursorRecord> for PublisherCursor {
     }
 }
 
+#[derive(sqlx::FromRow)]
+pub(crate) struct LogSampleRecord {
+    seq: i64,
+    ts: i64,
+    value: f64,
+    component: String,
+    metric_name: String,
+    metric_type: String,
+    labels: String,
+}
+
+impl From<LogSampleRecord> for LogSample {
+    fn from(r: LogSampleRecord) -> Self {
+        LogSample {
+            seq: r.seq,
+            ts_ms: r.ts,
+            value: r.value,
+            component: r.component,
+            metric_name: r.metric_name,
+            kind: parse_kind(&r.metric_type),
+            labels: r.labels,
+        }
+    }
+}
+
 pub(crate) fn parse_kind(s: &str) -> MetricKind {
     MetricKind::parse(s).unwrap_or(MetricKind::Gauge)
 }

@@ -7,10 +7,9 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, Row, Transaction};
 
 use super::{
-    parse_kind, Committed, Component, ComponentRecord, Context, CursorRecord, DeadLetter,
-    EventQuery, LatestValue, Lease, LogItems, LogSample, PublisherCursor, SampleQuery,
-    SampleRecord, SeriesRecord, SeriesRef, Store, StoreError, StoredSample, StoredSeries,
-    WriteBatch,
+    Committed, Component, ComponentRecord, Context, CursorRecord, DeadLetter, EventQuery,
+    LatestValue, Lease, LogItems, LogSampleRecord, PublisherCursor, SampleQuery, SampleRecord,
+    SeriesRecord, SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
 };
 use crate::events::{NewEvent, StoredEvent};
 
@@ -499,7 +498,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await
             .context("beginning a log read")?;
-        let rows = sqlx::query(
+        let rows: Vec<LogSampleRecord> = sqlx::query_as(
             "SELECT s.seq, s.ts, s.value, r.component, r.metric_name, r.metric_type, r.labels
              FROM samples s JOIN series r ON r.id = s.series_id
              WHERE s.seq > $1 ORDER BY s.seq LIMIT $2",
@@ -509,18 +508,7 @@ impl Store for PostgresStore {
         .fetch_all(&mut *tx)
         .await
         .context("reading the log")?;
-        let samples = rows
-            .iter()
-            .map(|r| LogSample {
-                seq: r.get("seq"),
-                ts_ms: r.get("ts"),
-                value: r.get("value"),
-                component: r.get("component"),
-                metric_name: r.get("metric_name"),
-                kind: parse_kind(r.get::<&str, _>("metric_type")),
-                labels: r.get("labels"),
-            })
-            .collect();
+        let samples = rows.into_iter().map(Into::into).collect();
         let events = fetch_events(
             &mut *tx,
             &EventQuery {

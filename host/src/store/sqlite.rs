@@ -10,10 +10,9 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
-    parse_kind, Committed, Component, ComponentRecord, Context, CursorRecord, DeadLetter,
-    EventQuery, LatestValue, Lease, LogItems, LogSample, PublisherCursor, SampleQuery,
-    SampleRecord, SampleRow, SeriesRecord, SeriesRef, Store, StoreError, StoredSample,
-    StoredSeries, WriteBatch,
+    Committed, Component, ComponentRecord, Context, CursorRecord, DeadLetter, EventQuery,
+    LatestValue, Lease, LogItems, LogSampleRecord, PublisherCursor, SampleQuery, SampleRecord,
+    SampleRow, SeriesRecord, SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
 };
 use crate::events::{NewEvent, StoredEvent};
 
@@ -502,7 +501,7 @@ impl Store for SqliteStore {
     async fn log_after(&self, seq: i64, limit: u32) -> Result<LogItems, StoreError> {
         // One read transaction: both tables from the same snapshot.
         let mut tx = self.pool.begin().await.context("beginning a log read")?;
-        let rows = sqlx::query(
+        let rows: Vec<LogSampleRecord> = sqlx::query_as(
             "SELECT s.seq, s.ts, s.value, r.component, r.metric_name, r.metric_type, r.labels
              FROM samples s JOIN series r ON r.id = s.series_id
              WHERE s.seq > ? ORDER BY s.seq LIMIT ?",
@@ -512,18 +511,7 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await
         .context("reading the log")?;
-        let samples = rows
-            .iter()
-            .map(|r| LogSample {
-                seq: r.get("seq"),
-                ts_ms: r.get("ts"),
-                value: r.get("value"),
-                component: r.get("component"),
-                metric_name: r.get("metric_name"),
-                kind: parse_kind(r.get::<&str, _>("metric_type")),
-                labels: r.get("labels"),
-            })
-            .collect();
+        let samples = rows.into_iter().map(Into::into).collect();
         let events = fetch_events(
             &mut *tx,
             &EventQuery {
