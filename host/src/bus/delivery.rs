@@ -138,13 +138,19 @@ fn byte_cutoff(items: &LogItems, max_bytes: usize) -> Option<i64> {
 }
 
 /// The dead letters for a publish report's rejections (samples or events).
+/// A plugin's answer is not trusted: a seq that was not in the batch is
+/// ignored, and a seq rejected twice becomes one dead letter.
 fn dead_letters(publisher: &str, items: &LogItems, rejected: &[Rejection]) -> Vec<DeadLetter> {
     let samples: HashMap<i64, &LogSample> = items.samples.iter().map(|r| (r.seq, r)).collect();
     let events: HashMap<i64, &StoredEvent> = items.events.iter().map(|e| (e.seq, e)).collect();
+    let mut seen = std::collections::HashSet::new();
     rejected
         .iter()
         .filter_map(|r| {
-            let seq = r.seq as i64;
+            let seq = i64::try_from(r.seq).ok()?;
+            if !seen.insert(seq) {
+                return None;
+            }
             let item = match (samples.get(&seq), events.get(&seq)) {
                 (Some(s), _) => sample_item(s),
                 (None, Some(e)) => e.to_json().to_string(),
@@ -470,5 +476,75 @@ impl DeliveryManager {
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::model::MetricKind;
+
+    fn items() -> LogItems {
+        let sample = |seq| LogSample {
+            seq,
+            ts_ms: 0,
+            value: 1.0,
+            component: "w".into(),
+            metric_name: "m".into(),
+            kind: MetricKind::Gauge,
+            labels: "{}".into(),
+        };
+        let event = StoredEvent {
+            seq: 2,
+            event_id: "e".into(),
+            event_type: "TaskFailed".into(),
+            event_time_ms: 0,
+            session_id: None,
+            workflow_id: None,
+            task_id: Some("t".into()),
+            backend: None,
+            attributes: "{}".into(),
+            received_ms: 0,
+        };
+        LogItems {
+            samples: vec![sample(1), sample(3)],
+            events: vec![event],
+        }
+    }
+
+    fn rejection(seq: u64) -> Rejection {
+        Rejection {
+            seq,
+            reason: format!("no {seq}"),
+        }
+    }
+
+    #[test]
+    fn rejections_outside_the_batch_or_repeated_are_dropped() {
+        let dead = dead_letters(
+            "p",
+            &items(),
+            &[
+                rejection(2),
+                rejection(9),
+                rejection(2),
+                rejection(u64::MAX),
+                rejection(3),
+            ],
+        );
+        let seqs: Vec<i64> = dead.iter().map(|d| d.seq).collect();
+        assert_eq!(seqs, vec![2, 3]);
+        assert!(dead[0].item.contains("TaskFailed"), "{}", dead[0].item);
+        assert!(dead[1].item.contains("\"name\":\"m\""), "{}", dead[1].item);
+    }
+
+    #[test]
+    fn batches_are_cut_by_bytes_in_sequence_order_keeping_at_least_one() {
+        let items = items();
+        assert_eq!(byte_cutoff(&items, 1 << 20), None);
+        // Each sample is 64 + 1 + 1 + 2 = 68 bytes, the event 96 + 1 + 10 + 2 + 1 = 110.
+        assert_eq!(byte_cutoff(&items, 68 + 110), Some(2));
+        assert_eq!(byte_cutoff(&items, 100), Some(1));
+        assert_eq!(byte_cutoff(&items, 1), Some(1));
     }
 }
