@@ -2,12 +2,23 @@
 //! - crossing the boundary: a 1,000-sample batch (4 labels each) handed to the
 //!   no-op publisher, per sample;
 //! - instantiation with the pooling allocator;
-//! - reload: file written to plugin serving, on a cache miss and a cache hit;
+//! - reload: file written to plugin serving and to the optimised tier, each
+//!   round on a fresh host (engine, caches, directory, watcher), for (a) a
+//!   cache miss whose code was compiled before (only a custom section
+//!   differs), (b) a new version of the 2 MB `large-publisher` fixture with
+//!   1.6 % of its functions changed (`LARGE_PUBLISHER_VARIANT=edit`), (c)
+//!   never-seen code on empty caches (`LARGE_PUBLISHER_VARIANT=fresh` for the
+//!   fixture), and going back to the known version (an artefact-cache hit);
+//!   plus the 2 MB reload piece by piece;
 //! - end to end: stored samples delivered through the no-op publisher, and
 //!   the same loop compiled natively.
 //!
 //! `cargo bench -p vigil-host --bench plugins` (builds `plugins/` for
-//! wasm32-wasip2 first if needed).
+//! wasm32-wasip2 first if needed, and the fixture's variants into
+//! `target/wasm-variants/`). `VIGIL_BENCH_RELOAD_ROUNDS` (default 5) sets the
+//! rounds per reload case. The bench runs on mimalloc, as the `vigil` binary
+//! does (the compilers allocate a lot; glibc's malloc made compiles up to 1.8×
+//! slower).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,8 +27,11 @@ use std::time::{Duration, Instant};
 use vigil_host::bus::{build_batch, DeliveryManager, DeliverySettings};
 use vigil_host::metrics::model::MetricKind;
 use vigil_host::plugins::bindings::types::Batch;
-use vigil_host::plugins::{PluginEngine, PluginRegistry};
+use vigil_host::plugins::{PluginEngine, PluginRegistry, Tier};
 use vigil_host::store::{self, LogSample, NewSeries, SampleRow, SeriesRef, WriteBatch};
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -85,14 +99,23 @@ fn with_custom_section(bytes: &[u8], tag: &str, padding: usize) -> Vec<u8> {
     out
 }
 
-fn install(dir: &Path, name: &str, bytes: &[u8]) {
+/// Writes a plugin file under a temporary name and renames it into place;
+/// returns when it was renamed ("file written").
+fn install(dir: &Path, name: &str, bytes: &[u8]) -> Instant {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, bytes).expect("write plugin");
+    let written = Instant::now();
     std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).expect("rename plugin");
+    written
 }
 
-async fn wait_for_sha(registry: &PluginRegistry, name: &str, sha: &str) -> Duration {
-    let started = Instant::now();
+/// Time from `started` until `name` serves the content with that `sha`.
+async fn wait_for_sha(
+    registry: &PluginRegistry,
+    name: &str,
+    sha: &str,
+    started: Instant,
+) -> Duration {
     loop {
         if registry.get(name).is_some_and(|p| p.sha256 == sha) {
             return started.elapsed();
@@ -129,6 +152,315 @@ fn native_noop(batch: &Batch) -> f64 {
             + f64::from(c.kinds[j]);
     }
     std::hint::black_box(sum)
+}
+
+/// The `large-publisher` fixture's variants (see its build.rs), each built into
+/// a target directory of its own so the tests' build stays as it is.
+fn large_variant(variant: &str) -> Vec<u8> {
+    let target = repo().join("target/wasm-variants").join(variant);
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "large-publisher",
+                "--target-dir",
+            ])
+            .arg(&target)
+            .env("LARGE_PUBLISHER_VARIANT", variant)
+            .current_dir(repo().join("plugins"))
+            .status()
+            .expect("run cargo for plugins/");
+    assert!(status.success(), "building the {variant} variant failed");
+    std::fs::read(target.join("wasm32-wasip2/release/large_publisher.wasm")).expect("variant")
+}
+
+/// A plugin host of its own — engine, caches, directory, watcher — so that
+/// every measured reload starts from caches holding exactly what it says.
+struct Host {
+    registry: Arc<PluginRegistry>,
+    dir: PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Host {
+    async fn start(dir: PathBuf) -> Host {
+        let _ = std::fs::remove_dir_all(&dir);
+        let plugins = dir.join("plugins");
+        std::fs::create_dir_all(&plugins).expect("plugin dir");
+        std::fs::write(
+            plugins.join("swap.toml"),
+            "[config]\nurl = \"http://127.0.0.1:9/x\"\n",
+        )
+        .expect("manifest");
+        let engine = Arc::new(PluginEngine::new(Some(dir.join("cache"))).expect("engine"));
+        let registry = Arc::new(PluginRegistry::new(engine, plugins));
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let watcher = tokio::spawn(registry.clone().watch(stop_rx));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Host {
+            registry,
+            dir,
+            stop,
+            watcher,
+        }
+    }
+
+    /// Writes `bytes` as `swap.wasm` (write and rename, as the README says)
+    /// and times it to serving and to the optimised tier.
+    async fn reload(&self, bytes: &[u8]) -> Reload {
+        let sha = vigil_host::plugins::sha256_hex(bytes);
+        assert!(
+            self.registry.get("swap").is_none_or(|p| p.sha256 != sha),
+            "that version is running already"
+        );
+        let written = install(self.registry.dir(), "swap", bytes);
+        let serving = wait_for_sha(&self.registry, "swap", &sha, written).await;
+        let plugin = self.registry.get("swap").expect("serving");
+        let (tier, cache_hit) = (plugin.tier, plugin.cache_hit);
+        loop {
+            if self
+                .registry
+                .get("swap")
+                .is_some_and(|p| p.sha256 == sha && p.tier == Tier::Optimized)
+            {
+                break;
+            }
+            assert!(
+                written.elapsed() < Duration::from_secs(60),
+                "never optimised"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let optimized = written.elapsed();
+        // Let the artefact reach the cache before anything else is timed.
+        let cwasm = |dir: &Path| {
+            std::fs::read_dir(dir)
+                .map(|d| {
+                    d.flatten()
+                        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+                        .count()
+                })
+                .unwrap_or(0)
+        };
+        let before = Instant::now();
+        while !cache_hit
+            && cwasm(&self.dir.join("cache")) == 0
+            && before.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Reload {
+            serving,
+            optimized,
+            tier,
+            cache_hit,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.watcher.await;
+        drop(self.registry);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Reload {
+    serving: Duration,
+    optimized: Duration,
+    tier: Tier,
+    cache_hit: bool,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// `min / median / max` of durations, in ms.
+fn spread(mut v: Vec<Duration>) -> String {
+    v.sort();
+    format!(
+        "{:.1} / {:.1} / {:.1} ms",
+        ms(v[0]),
+        ms(v[v.len() / 2]),
+        ms(v[v.len() - 1])
+    )
+}
+
+/// One case: on a fresh host each round, optionally load `known` first (and
+/// let Cranelift compile it), then time the reload to `target(round)`; then,
+/// with a `known` version, time going back to it (an artefact-cache hit).
+async fn reload_case(
+    work: &Path,
+    label: &str,
+    known: Option<&[u8]>,
+    target: &dyn Fn(usize) -> Vec<u8>,
+    rounds: usize,
+) {
+    let (mut serving, mut optimized, mut hits) = (Vec::new(), Vec::new(), Vec::new());
+    let mut tiers = Vec::new();
+    for round in 0..rounds {
+        let host = Host::start(work.join("reload-host")).await;
+        if let Some(known) = known {
+            host.reload(&with_custom_section(known, "known", 0)).await;
+        }
+        let r = host.reload(&target(round)).await;
+        serving.push(r.serving);
+        optimized.push(r.optimized);
+        tiers.push(r.tier);
+        if let Some(known) = known {
+            let back = host.reload(&with_custom_section(known, "known", 0)).await;
+            assert!(back.cache_hit, "going back was not a cache hit");
+            hits.push(back.serving);
+        }
+        host.stop().await;
+    }
+    let on_winch = tiers.iter().filter(|t| **t == Tier::Baseline).count();
+    println!(
+        "  {label}: serving {} (min / median / max of {rounds}; served first by {}), optimised tier {}{}",
+        spread(serving),
+        match on_winch {
+            0 => "Cranelift".to_string(),
+            n if n == rounds => "Winch".to_string(),
+            n => format!("Winch {n} times, Cranelift {} times", rounds - n),
+        },
+        spread(optimized),
+        if hits.is_empty() {
+            String::new()
+        } else {
+            format!("; back to the known version (cache hit) {}", spread(hits))
+        }
+    );
+}
+
+async fn reload_benchmarks(work: &Path) {
+    let rounds: usize = std::env::var("VIGIL_BENCH_RELOAD_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let large = std::fs::read(wasm("large-publisher", "release")).expect("large publisher");
+    let large_edit = large_variant("edit");
+    let large_fresh = large_variant("fresh");
+    let mut sources = vec![
+        (
+            "webhook-publisher (release)",
+            std::fs::read(wasm("webhook-publisher", "release")).expect("webhook"),
+        ),
+        ("large-publisher fixture (release)", large.clone()),
+    ];
+    if let Ok(debug) = std::fs::read(wasm("webhook-publisher", "debug")) {
+        sources.push(("webhook-publisher (debug build)", debug));
+    }
+    // Warm the process (allocator, compile threads) as a running server is.
+    let uncached = PluginEngine::with_tiers(None, false).expect("engine");
+    let tiered = PluginEngine::with_tiers(None, true).expect("engine");
+    tiered.compile(&large).expect("compile");
+
+    // Where the time goes, for the 2 MB fixture, measured piece by piece.
+    let file = work.join("large.wasm");
+    std::fs::write(&file, &large).expect("write");
+    let (mut read, mut sha, mut winch, mut load, mut warm) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let engine = Arc::new(PluginEngine::with_tiers(None, true).expect("engine"));
+    let cached = PluginEngine::new(Some(work.join("pieces-cache"))).expect("engine");
+    cached.compile_optimized(&large).expect("compile");
+    for round in 0..rounds {
+        let t = Instant::now();
+        let bytes = tokio::fs::read(&file).await.expect("read");
+        read.push(t.elapsed());
+        let t = Instant::now();
+        std::hint::black_box(vigil_host::plugins::sha256_hex(&bytes));
+        sha.push(t.elapsed());
+        let t = Instant::now();
+        let compiled = engine.compile(&bytes).expect("compile");
+        winch.push(t.elapsed());
+        let t = Instant::now();
+        let plugin = vigil_host::plugins::Plugin::load(
+            engine.clone(),
+            "large",
+            file.clone(),
+            compiled,
+            Default::default(),
+        )
+        .await
+        .expect("load");
+        load.push(t.elapsed());
+        drop(plugin);
+        // Same code, other bytes: every function is in Cranelift's cache.
+        let other = with_custom_section(&bytes, &format!("pieces-{round}"), 0);
+        let t = Instant::now();
+        cached.compile_optimized(&other).expect("compile");
+        warm.push(t.elapsed());
+    }
+    println!(
+        "reload of the 2 MB fixture, piece by piece (min / median / max): watcher settle 25 ms; \
+         read {}; sha256 {}; Winch compile {}; Plugin::load \
+         (InstancePre, instantiate, describe, configure) {}; in the background, Cranelift with \
+         every function in its incremental cache {}",
+        spread(read),
+        spread(sha),
+        spread(winch),
+        spread(load),
+        spread(warm)
+    );
+
+    for (label, bytes) in &sources {
+        let mut winch_alone = Vec::new();
+        let mut cranelift_alone = Vec::new();
+        for _ in 0..3 {
+            let t = Instant::now();
+            tiered.compile(bytes).expect("compile");
+            winch_alone.push(t.elapsed());
+            let t = Instant::now();
+            uncached.compile(bytes).expect("compile");
+            cranelift_alone.push(t.elapsed());
+        }
+        println!(
+            "reload {label}, {:.2} MB (compiling alone, no caches: Winch {}, Cranelift {}):",
+            bytes.len() as f64 / 1e6,
+            spread(winch_alone),
+            spread(cranelift_alone)
+        );
+        reload_case(
+            work,
+            "(a) cache miss, code compiled before (only a custom section differs)",
+            Some(bytes),
+            &|round| with_custom_section(bytes, &format!("round-{round}"), 0),
+            rounds,
+        )
+        .await;
+        if label.starts_with("large") {
+            reload_case(
+                work,
+                "(b) new version, 42 of 2,650 generated functions changed",
+                Some(bytes),
+                &|round| with_custom_section(&large_edit, &format!("round-{round}"), 0),
+                rounds,
+            )
+            .await;
+            reload_case(
+                work,
+                "(c) never-seen code (fresh variant, empty caches)",
+                None,
+                &|round| with_custom_section(&large_fresh, &format!("round-{round}"), 0),
+                rounds,
+            )
+            .await;
+        } else {
+            reload_case(
+                work,
+                "(c) never-seen code (empty caches)",
+                None,
+                &|round| with_custom_section(bytes, &format!("round-{round}"), 0),
+                rounds,
+            )
+            .await;
+        }
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -205,77 +537,7 @@ async fn main() {
     );
 
     // 3. Reload: file written -> plugin serving, through the watcher.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let watcher = tokio::spawn(registry.clone().watch(stop_rx.clone()));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut sources = vec![
-        (
-            "webhook-publisher (release)",
-            std::fs::read(wasm("webhook-publisher", "release")).expect("webhook"),
-        ),
-        (
-            "large-publisher fixture (release)",
-            std::fs::read(wasm("large-publisher", "release")).expect("large publisher"),
-        ),
-    ];
-    if let Ok(debug) = std::fs::read(wasm("webhook-publisher", "debug")) {
-        sources.push(("webhook-publisher (debug build)", debug));
-    }
-    std::fs::write(
-        plugin_dir.join("swap.toml"),
-        "[config]\nurl = \"http://127.0.0.1:9/x\"\n",
-    )
-    .expect("manifest");
-    let uncached = PluginEngine::with_tiers(None, false).expect("engine");
-    let baseline_only = PluginEngine::with_tiers(None, true).expect("engine");
-    for (label, bytes) in sources {
-        let t = Instant::now();
-        uncached.compile(&bytes).expect("compile");
-        let compile_only = t.elapsed();
-        let t = Instant::now();
-        baseline_only.compile(&bytes).expect("compile");
-        let winch_only = t.elapsed();
-        let mut miss = Vec::new();
-        let mut hit = Vec::new();
-        let mut optimized = Vec::new();
-        for round in 0..5 {
-            let fresh = with_custom_section(&bytes, &format!("{label}-{round}"), 0);
-            let sha = vigil_host::plugins::sha256_hex(&fresh);
-            let written = Instant::now();
-            install(&plugin_dir, "swap", &fresh);
-            miss.push(wait_for_sha(&registry, "swap", &sha).await);
-            while registry
-                .get("swap")
-                .is_some_and(|p| p.tier != vigil_host::plugins::Tier::Optimized)
-            {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            optimized.push(written.elapsed());
-            // Back to a version compiled before: a cache hit.
-            let again = with_custom_section(&bytes, &format!("{label}-0"), 0);
-            let sha_again = vigil_host::plugins::sha256_hex(&again);
-            if round > 0 {
-                install(&plugin_dir, "swap", &again);
-                hit.push(wait_for_sha(&registry, "swap", &sha_again).await);
-            }
-        }
-        miss.sort();
-        hit.sort();
-        optimized.sort();
-        println!(
-            "reload {label}, {:.2} MB: cache miss median {:.0} ms to serving (baseline tier), {:.0} ms to the optimised tier \
-             (compiling alone: Winch {:.0} ms, Cranelift {:.0} ms); cache hit median {:.0} ms (file written to serving, incl. the watcher's 25 ms settle)",
-            bytes.len() as f64 / 1e6,
-            miss[miss.len() / 2].as_secs_f64() * 1e3,
-            optimized[optimized.len() / 2].as_secs_f64() * 1e3,
-            winch_only.as_secs_f64() * 1e3,
-            compile_only.as_secs_f64() * 1e3,
-            hit[hit.len() / 2].as_secs_f64() * 1e3
-        );
-    }
-    let _ = std::fs::remove_file(plugin_dir.join("swap.wasm"));
-    let _ = stop_tx.send(true);
-    let _ = watcher.await;
+    reload_benchmarks(&work).await;
 
     // 4. End to end: stored samples through the no-op publisher.
     let url = format!("sqlite://{}/bench.db", work.display());

@@ -3,9 +3,12 @@
 //! worlds, configured and started; a replaced file is compiled and checked
 //! first and swapped in between calls, while a bad replacement leaves the old
 //! version running with the reason recorded; a removed file is drained and
-//! stopped.
+//! stopped. A `.wasm` file that is complete (renamed into place, or closed
+//! after writing) starts compiling at once, while the watcher waits for the
+//! burst of events to settle; the reload after the settle uses that compile
+//! when the file still has the same content.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +17,7 @@ use notify::{RecursiveMode, Watcher};
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
-use super::engine::{PluginEngine, Tier};
+use super::engine::{Compiled, EngineError, PluginEngine, Tier};
 use super::manifest::PluginManifest;
 use super::plugin::{Plugin, PluginCondition};
 
@@ -51,6 +54,36 @@ pub struct PluginRegistry {
     dir: PathBuf,
     slots: RwLock<BTreeMap<String, PluginSlot>>,
     reload_lock: tokio::sync::Mutex<()>,
+    /// Compiles started while the directory settles: name → (sha256, compile).
+    prefetched: parking_lot::Mutex<HashMap<String, Prefetch>>,
+}
+
+type Prefetch = (
+    String,
+    tokio::task::JoinHandle<Result<Compiled, EngineError>>,
+);
+
+/// Whether a directory event can mean new content. Opening or reading a file
+/// is not a change: reloading reads the plugin's files, and counting those
+/// reads as changes reloaded every plugin again every settle period, forever.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// Whether after the event the (last) path holds a whole file: renamed into
+/// place, or closed after writing.
+fn leaves_complete_file(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+    matches!(
+        kind,
+        EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+    )
 }
 
 /// Plugin names are file stems: lower-case letters, digits, `-` and `_`.
@@ -78,6 +111,7 @@ impl PluginRegistry {
             dir,
             slots: RwLock::new(BTreeMap::new()),
             reload_lock: tokio::sync::Mutex::new(()),
+            prefetched: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -131,6 +165,7 @@ impl PluginRegistry {
     /// (and so lifts a quarantine).
     pub async fn reload(self: &Arc<Self>, name: &str, force: bool) -> ReloadOutcome {
         let _serial = self.reload_lock.lock().await;
+        let prefetched = self.prefetched.lock().remove(name);
         let wasm = self.dir.join(format!("{name}.wasm"));
         let toml = self.dir.join(format!("{name}.toml"));
         let bytes = match tokio::fs::read(&wasm).await {
@@ -181,7 +216,11 @@ impl PluginRegistry {
         let bytes = Arc::new(bytes);
         let engine = self.engine.clone();
         let source = bytes.clone();
-        let compiled = tokio::task::spawn_blocking(move || engine.compile(&source)).await;
+        let hashed = sha.clone();
+        let compiled = match prefetched {
+            Some((prefetched_sha, compile)) if prefetched_sha == sha => compile.await,
+            _ => tokio::task::spawn_blocking(move || engine.compile_hashed(&source, hashed)).await,
+        };
         let compiled = match compiled {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return self.reject(name, e.0, Some((sha, manifest))),
@@ -323,13 +362,55 @@ impl PluginRegistry {
         counts
     }
 
+    /// Starts compiling `path` if it is a plugin's `.wasm` whose content
+    /// differs from what runs and from what is being compiled already. Off
+    /// the watcher's task, so the settle period is not stretched; a compile
+    /// registered after its reload already ran is simply never used.
+    fn prefetch(self: &Arc<Self>, path: &Path) {
+        if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
+            return;
+        }
+        let Some(name) = plugin_name_of(path) else {
+            return;
+        };
+        let this = self.clone();
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let Ok(bytes) = std::fs::read(&path) else {
+                return;
+            };
+            let sha = super::sha256_hex(&bytes);
+            if this.get(&name).is_some_and(|p| p.sha256 == sha) {
+                return;
+            }
+            let mut prefetched = this.prefetched.lock();
+            if prefetched
+                .get(&name)
+                .is_some_and(|(pending, _)| *pending == sha)
+            {
+                return;
+            }
+            let engine = this.engine.clone();
+            let hashed = sha.clone();
+            let compile =
+                tokio::task::spawn_blocking(move || engine.compile_hashed(&bytes, hashed));
+            prefetched.insert(name, (sha, compile));
+        });
+    }
+
     /// Watches the directory until `stop` fires; reloads what changes.
     pub async fn watch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
+        // (path, whether the event leaves a complete file at that path)
+        let (tx, mut rx) = mpsc::unbounded_channel::<(PathBuf, bool)>();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             if let Ok(event) = event {
-                for path in event.paths {
-                    let _ = tx.send(path);
+                if !changes_content(&event.kind) {
+                    return;
+                }
+                let complete = leaves_complete_file(&event.kind);
+                let last = event.paths.len().saturating_sub(1);
+                for (i, path) in event.paths.into_iter().enumerate() {
+                    let _ = tx.send((path, complete && i == last));
                 }
             }
         });
@@ -345,17 +426,24 @@ impl PluginRegistry {
             return;
         }
         loop {
-            let first = tokio::select! {
+            let (first, complete) = tokio::select! {
                 p = rx.recv() => match p { Some(p) => p, None => return },
                 _ = stop.wait_for(|s| *s) => return,
             };
             let mut names = std::collections::BTreeSet::new();
             names.extend(plugin_name_of(&first));
-            // Let a burst of events (copy, rename, manifest) settle.
+            if complete {
+                self.prefetch(&first);
+            }
+            // Let a burst of events (copy, rename, manifest) settle; compile
+            // what is complete meanwhile.
             loop {
                 match tokio::time::timeout(SETTLE, rx.recv()).await {
-                    Ok(Some(p)) => {
+                    Ok(Some((p, complete))) => {
                         names.extend(plugin_name_of(&p));
+                        if complete {
+                            self.prefetch(&p);
+                        }
                     }
                     Ok(None) => return,
                     Err(_) => break,
@@ -367,6 +455,56 @@ impl PluginRegistry {
                     tracing::info!(plugin = %name, outcome = ?outcome, "plugin directory changed");
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{
+        AccessKind, AccessMode, CreateKind, DataChange, EventKind, ModifyKind, RemoveKind,
+        RenameMode,
+    };
+
+    use super::*;
+
+    #[test]
+    fn reading_a_plugin_is_not_a_change() {
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+        ] {
+            assert!(!changes_content(&kind), "{kind:?}");
+        }
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Any,
+        ] {
+            assert!(changes_content(&kind), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_is_complete_once_renamed_into_place_or_closed_after_writing() {
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+        ] {
+            assert!(leaves_complete_file(&kind), "{kind:?}");
+        }
+        for kind in [
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
+            EventKind::Remove(RemoveKind::File),
+        ] {
+            assert!(!leaves_complete_file(&kind), "{kind:?}");
         }
     }
 }
