@@ -141,6 +141,9 @@ fn byte_cutoff(items: &LogItems, max_bytes: usize) -> Option<i64> {
 /// A plugin's answer is not trusted: a seq that was not in the batch is
 /// ignored, and a seq rejected twice becomes one dead letter.
 fn dead_letters(publisher: &str, items: &LogItems, rejected: &[Rejection]) -> Vec<DeadLetter> {
+    if rejected.is_empty() {
+        return Vec::new();
+    }
     let samples: HashMap<i64, &LogSample> = items.samples.iter().map(|r| (r.seq, r)).collect();
     let events: HashMap<i64, &StoredEvent> = items.events.iter().map(|e| (e.seq, e)).collect();
     let mut seen = std::collections::HashSet::new();

@@ -11,8 +11,8 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
     Committed, Component, ComponentRecord, Context, CursorRecord, DeadLetter, EventQuery,
-    LatestValue, Lease, LogItems, LogSampleRecord, PublisherCursor, SampleQuery, SampleRecord,
-    SampleRow, SeriesRecord, SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
+    LatestValue, Lease, LogItems, LogSample, PublisherCursor, SampleQuery, SampleRecord, SampleRow,
+    SeriesRecord, SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
 };
 use crate::events::{NewEvent, StoredEvent};
 
@@ -499,29 +499,59 @@ impl Store for SqliteStore {
     }
 
     async fn log_after(&self, seq: i64, limit: u32) -> Result<LogItems, StoreError> {
-        // One read transaction: both tables from the same snapshot.
-        let mut tx = self.pool.begin().await.context("beginning a log read")?;
-        let rows: Vec<LogSampleRecord> = sqlx::query_as(
-            "SELECT s.seq, s.ts, s.value, r.component, r.metric_name, r.metric_type, r.labels
-             FROM samples s JOIN series r ON r.id = s.series_id
-             WHERE s.seq > ? ORDER BY s.seq LIMIT ?",
+        // One statement, so both tables are read from the same snapshot (and
+        // in one round trip to the database thread). Sample rows carry
+        // (ts, value, component, metric_name, metric_type, labels); event rows
+        // (event_time, -, event_id, event_type, session_id, attributes) and
+        // their other fields.
+        let rows = sqlx::query(
+            "SELECT * FROM (
+               SELECT s.seq, 0 AS is_event, s.ts, s.value, r.component, r.metric_name,
+                      r.metric_type, r.labels, NULL AS workflow_id, NULL AS task_id,
+                      NULL AS backend, NULL AS received_at
+               FROM samples s JOIN series r ON r.id = s.series_id
+               WHERE s.seq > ?1 ORDER BY s.seq LIMIT ?2)
+             UNION ALL
+             SELECT * FROM (
+               SELECT seq, 1, event_time, 0.0, event_id, event_type, session_id, attributes,
+                      workflow_id, task_id, backend, received_at
+               FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2)",
         )
         .bind(seq)
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await
         .context("reading the log")?;
-        let samples = rows.into_iter().map(Into::into).collect();
-        let events = fetch_events(
-            &mut *tx,
-            &EventQuery {
-                after_seq: seq,
-                limit,
-                ..EventQuery::default()
-            },
-        )
-        .await?;
-        tx.commit().await.context("ending a log read")?;
+        let mut samples = Vec::new();
+        let mut events = Vec::new();
+        for r in &rows {
+            if r.get::<i64, _>("is_event") == 0 {
+                samples.push(LogSample {
+                    seq: r.get("seq"),
+                    ts_ms: r.get("ts"),
+                    value: r.get("value"),
+                    component: r.get("component"),
+                    metric_name: r.get("metric_name"),
+                    kind: super::parse_kind(r.get::<&str, _>("metric_type")),
+                    labels: r.get("labels"),
+                });
+            } else {
+                events.push(StoredEvent {
+                    seq: r.get("seq"),
+                    event_id: r.get("component"),
+                    event_type: r.get("metric_name"),
+                    event_time_ms: r.get("ts"),
+                    session_id: r.get("metric_type"),
+                    workflow_id: r.get("workflow_id"),
+                    task_id: r.get("task_id"),
+                    backend: r.get("backend"),
+                    attributes: r.get("labels"),
+                    received_ms: r.get("received_at"),
+                });
+            }
+        }
+        samples.sort_unstable_by_key(|s| s.seq);
+        events.sort_unstable_by_key(|e| e.seq);
         Ok(LogItems::merge(samples, events, limit as usize))
     }
 
