@@ -16,6 +16,8 @@ use crate::plugins::bindings::types::{DeliveryError, Rejection};
 use crate::plugins::{CallError, PluginKind, PluginRegistry};
 use crate::store::{DeadLetter, Lease, LogItems, LogSample, Store};
 
+type ReadAhead = tokio::task::JoinHandle<Result<LogItems, crate::store::StoreError>>;
+
 /// Batching and retry settings shared by every publisher.
 #[derive(Clone, Debug)]
 pub struct DeliverySettings {
@@ -336,6 +338,9 @@ impl DeliveryManager {
         let mut attempt = 0u32;
         let mut waiting_since: Option<Instant> = None;
         let mut lease_checked = Instant::now();
+        // The read of the batch after the one being published, started when
+        // that publish starts: (the cursor it reads after, the read).
+        let mut read_ahead: Option<(i64, ReadAhead)> = None;
         let exit = loop {
             if *stop.borrow() {
                 break Exit::Stopped;
@@ -355,7 +360,19 @@ impl DeliveryManager {
                 tracing::info!(publisher = %name, cursor, "publisher gone; cursor kept");
                 break Exit::Gone;
             };
-            let mut items = match self.store.log_after(cursor, self.settings.max_items).await {
+            let read = match read_ahead.take() {
+                Some((after, read)) if after == cursor => match read.await {
+                    Ok(read) => read,
+                    Err(_) => self.store.log_after(cursor, self.settings.max_items).await,
+                },
+                // The publish failed: the read-ahead is past the cursor.
+                Some((_, read)) => {
+                    read.abort();
+                    self.store.log_after(cursor, self.settings.max_items).await
+                }
+                None => self.store.log_after(cursor, self.settings.max_items).await,
+            };
+            let mut items = match read {
                 Ok(items) => items,
                 Err(e) => {
                     tracing::warn!(publisher = %name, error = %e, "reading the log failed");
@@ -395,6 +412,14 @@ impl DeliveryManager {
             let batch = build_log_batch(&items.samples, &items.events);
             self.set_state(&name, "delivering", None);
             let last_seq = items.last_seq().unwrap_or(cursor);
+            // Read the next batch while this one is published and its cursor
+            // stored; used only if the cursor then stands at `last_seq`.
+            let store = self.store.clone();
+            let max_items = self.settings.max_items;
+            read_ahead = Some((
+                last_seq,
+                tokio::spawn(async move { store.log_after(last_seq, max_items).await }),
+            ));
             let failure = match plugin.publish(&batch).await {
                 Ok(Ok(report)) => {
                     let dead = dead_letters(&name, &items, &report.rejected);
@@ -441,6 +466,9 @@ impl DeliveryManager {
                 }
             }
         };
+        if let Some((_, read)) = read_ahead {
+            read.abort();
+        }
         tracing::info!(publisher = %name, cursor, "delivery stopped");
         exit
     }

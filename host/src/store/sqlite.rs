@@ -522,31 +522,33 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .context("reading the log")?;
+        // Columns by position (the order of the SELECT above): looking each
+        // up by name cost a hash per column per row.
         let mut samples = Vec::new();
         let mut events = Vec::new();
         for r in &rows {
-            if r.get::<i64, _>("is_event") == 0 {
+            if r.get::<i64, _>(1) == 0 {
                 samples.push(LogSample {
-                    seq: r.get("seq"),
-                    ts_ms: r.get("ts"),
-                    value: r.get("value"),
-                    component: r.get("component"),
-                    metric_name: r.get("metric_name"),
-                    kind: super::parse_kind(r.get::<&str, _>("metric_type")),
-                    labels: r.get("labels"),
+                    seq: r.get(0),
+                    ts_ms: r.get(2),
+                    value: r.get(3),
+                    component: r.get(4),
+                    metric_name: r.get(5),
+                    kind: super::parse_kind(r.get::<&str, _>(6)),
+                    labels: r.get(7),
                 });
             } else {
                 events.push(StoredEvent {
-                    seq: r.get("seq"),
-                    event_id: r.get("component"),
-                    event_type: r.get("metric_name"),
-                    event_time_ms: r.get("ts"),
-                    session_id: r.get("metric_type"),
-                    workflow_id: r.get("workflow_id"),
-                    task_id: r.get("task_id"),
-                    backend: r.get("backend"),
-                    attributes: r.get("labels"),
-                    received_ms: r.get("received_at"),
+                    seq: r.get(0),
+                    event_time_ms: r.get(2),
+                    event_id: r.get(4),
+                    event_type: r.get(5),
+                    session_id: r.get(6),
+                    attributes: r.get(7),
+                    workflow_id: r.get(8),
+                    task_id: r.get(9),
+                    backend: r.get(10),
+                    received_ms: r.get(11),
                 });
             }
         }
