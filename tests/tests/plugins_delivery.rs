@@ -385,6 +385,52 @@ async fn retryable_errors_are_retried_honouring_retry_after() {
     assert_eq!(requests[3].seqs(), stored, "the accepted batch");
 }
 
+/// A failed batch is sent again as it was, never followed by the batch after
+/// it: the loop reads the next batch while one is published, and must drop
+/// that read when the publish fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_batch_is_retried_before_the_batches_after_it() {
+    let receiver = WebhookReceiver::start().await;
+    // Every second request is refused.
+    receiver.set_handler(|_, i| {
+        if i % 2 == 1 {
+            Reply::status(503).header("Retry-After", "0")
+        } else {
+            Reply::ok()
+        }
+    });
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    let server = start(&db, &dir, &[("hook", &receiver)]).await;
+    let component = unique("retry-ahead");
+    // One report, committed at once: three full batches of 1,000 (a partial
+    // batch would wait and be read again, hiding a wrong read-ahead).
+    report_n(&server, &component, "retry_ahead_value", 3_000).await;
+
+    let done = wait_lag_zero(&server, "hook", WAIT).await;
+    assert_eq!(done["delivered"], 3_000, "{done:#}");
+    let requests = receiver.requests();
+    assert_eq!(
+        requests.len(),
+        5,
+        "3 accepted batches, 2 refused between them"
+    );
+    // Requests 1 and 3 were refused; 2 and 4 are their retries.
+    for refused in [1, 3] {
+        assert_eq!(
+            requests[refused].seqs(),
+            requests[refused + 1].seqs(),
+            "the retry sent another batch"
+        );
+    }
+    let accepted: Vec<i64> = requests.iter().step_by(2).flat_map(|r| r.seqs()).collect();
+    assert_eq!(
+        accepted,
+        stored_seqs(&server, &component).await,
+        "accepted batches, in order, are the log"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // (3) dead letters
 // ---------------------------------------------------------------------------
