@@ -360,16 +360,17 @@ impl DeliveryManager {
                 tracing::info!(publisher = %name, cursor, "publisher gone; cursor kept");
                 break Exit::Gone;
             };
-            let read = match read_ahead.take() {
-                Some((after, read)) if after == cursor => match read.await {
-                    Ok(read) => read,
-                    Err(_) => self.store.log_after(cursor, self.settings.max_items).await,
-                },
+            let ahead = match read_ahead.take() {
+                Some((after, read)) if after == cursor => read.await.ok(),
                 // The publish failed: the read-ahead is past the cursor.
                 Some((_, read)) => {
                     read.abort();
-                    self.store.log_after(cursor, self.settings.max_items).await
+                    None
                 }
+                None => None,
+            };
+            let read = match ahead {
+                Some(read) => read,
                 None => self.store.log_after(cursor, self.settings.max_items).await,
             };
             let mut items = match read {
