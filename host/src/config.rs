@@ -95,6 +95,32 @@ pub struct ServeArgs {
     /// Most metrics in one report [default: 10000].
     #[arg(long, env = "VIGIL_MAX_ITEMS_PER_REQUEST")]
     pub max_items_per_request: Option<usize>,
+    /// A request's headers must arrive within this time of its first byte;
+    /// a new connection must start a request within it [default: 10s].
+    #[arg(long, env = "VIGIL_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<String>,
+    /// A request's body must arrive within this time of its headers [default: 60s].
+    #[arg(long, env = "VIGIL_BODY_READ_TIMEOUT")]
+    pub body_read_timeout: Option<String>,
+    /// A keep-alive connection without a request is closed after this [default: 60s].
+    #[arg(long, env = "VIGIL_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<String>,
+    /// Most connections open at once per listener; more wait to be accepted [default: 4096].
+    #[arg(long, env = "VIGIL_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// How counters are named on export: `total` (a `_total` suffix, as the
+    /// Prometheus client libraries do) or `reported` (NoETL's names) [default: total].
+    #[arg(long, env = "VIGIL_COUNTER_NAMES", value_enum)]
+    pub counter_names: Option<CounterNaming>,
+}
+
+/// `--counter-names`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CounterNaming {
+    #[default]
+    Total,
+    Reported,
 }
 
 /// The config file: the same keys as the flags, with `_`.
@@ -117,6 +143,11 @@ struct FileConfig {
     self_report_component: Option<String>,
     max_body_bytes: Option<usize>,
     max_items_per_request: Option<usize>,
+    header_read_timeout: Option<String>,
+    body_read_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_connections: Option<usize>,
+    counter_names: Option<CounterNaming>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +218,8 @@ pub struct Config {
     pub self_report_component: String,
     pub max_body_bytes: usize,
     pub max_items_per_request: usize,
+    pub connections: crate::api::connections::ConnectionLimits,
+    pub counter_names: crate::metrics::index::CounterNames,
 }
 
 /// A configuration problem, reported before anything starts.
@@ -205,6 +238,18 @@ fn duration(key: &str, value: Option<String>, default: &str) -> Result<Duration,
             "invalid duration for `{key}`: `{raw}` ({e}); use e.g. 30s, 5m, 24h"
         ))
     })
+}
+
+fn positive_duration(
+    key: &str,
+    value: Option<String>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
+    let d = duration(key, value, default)?;
+    if d.is_zero() {
+        return Err(err(format!("`{key}` must be greater than 0")));
+    }
+    Ok(d)
 }
 
 fn address(key: &str, raw: &str) -> Result<SocketAddr, ConfigError> {
@@ -347,6 +392,37 @@ impl Config {
                 .unwrap_or_else(|| "vigil".into()),
             max_body_bytes,
             max_items_per_request,
+            connections: crate::api::connections::ConnectionLimits {
+                header_read_timeout: positive_duration(
+                    "header_read_timeout",
+                    args.header_read_timeout.or(file.header_read_timeout),
+                    "10s",
+                )?,
+                body_read_timeout: positive_duration(
+                    "body_read_timeout",
+                    args.body_read_timeout.or(file.body_read_timeout),
+                    "60s",
+                )?,
+                idle_timeout: positive_duration(
+                    "idle_timeout",
+                    args.idle_timeout.or(file.idle_timeout),
+                    "60s",
+                )?,
+                max_connections: match args.max_connections.or(file.max_connections) {
+                    Some(0) => return Err(err("max_connections must be greater than 0")),
+                    Some(n) => n,
+                    None => 4096,
+                },
+                ..Default::default()
+            },
+            counter_names: match args
+                .counter_names
+                .or(file.counter_names)
+                .unwrap_or_default()
+            {
+                CounterNaming::Total => crate::metrics::index::CounterNames::Total,
+                CounterNaming::Reported => crate::metrics::index::CounterNames::Reported,
+            },
         };
         config.check_exposure()?;
         if config.retention.is_zero() {

@@ -90,7 +90,7 @@ pub async fn run(
             source,
         })?;
     let now = chrono::Utc::now().timestamp_millis();
-    let index = Arc::new(SeriesIndex::new());
+    let index = Arc::new(SeriesIndex::with_counter_names(config.counter_names));
     let rebuilt = rebuild_index(store.as_ref(), &index, now)
         .await
         .map_err(|source| StartError::Store {
@@ -124,7 +124,12 @@ pub async fn run(
     ));
 
     let metrics = Arc::new(SelfMetrics::new());
-    let (ingest, writer) = spawn_writer(store.clone(), index.clone(), metrics.clone());
+    let (ingest, writer) = spawn_writer(
+        store.clone(),
+        index.clone(),
+        metrics.clone(),
+        components.clone(),
+    );
     let config = Arc::new(config);
     let state = AppState {
         config: config.clone(),
@@ -174,15 +179,17 @@ pub async fn run(
     }
 
     let mut servers = Vec::new();
-    servers.push(tokio::spawn(serve(
+    servers.push(tokio::spawn(api::connections::serve(
         api_listener,
         api::app(state.clone()),
+        config.connections,
         stop_rx.clone(),
     )));
     if let Some(listener) = metrics_listener {
-        servers.push(tokio::spawn(serve(
+        servers.push(tokio::spawn(api::connections::serve(
             listener,
             api::metrics_app(state.clone()),
+            config.connections,
             stop_rx.clone(),
         )));
     }
@@ -202,17 +209,6 @@ pub async fn run(
     let _ = writer.await;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn serve(listener: TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) {
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "server failed");
-    }
 }
 
 #[derive(Clone, Copy)]

@@ -38,6 +38,14 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The credentials of a `Bearer` authorization value; the scheme is
+/// case-insensitive (RFC 7235), spaces around the token are ignored.
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim_start().split_once(' ')?;
+    let token = rest.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 pub async fn require_scope(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if !state.config.auth_enabled() || PUBLIC.contains(&req.uri().path()) {
         return next.run(req).await;
@@ -46,8 +54,7 @@ pub async fn require_scope(State(state): State<AppState>, req: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_credentials);
     let Some(presented) = presented else {
         return AppError::Unauthorized.into_response();
     };
@@ -64,4 +71,30 @@ pub async fn require_scope(State(state): State<AppState>, req: Request, next: Ne
         return AppError::Forbidden(scope_name(needed)).into_response();
     }
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_credentials;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER  s3cret ",
+            "bEaReR s3cret",
+        ] {
+            assert_eq!(bearer_credentials(value), Some("s3cret"), "{value}");
+        }
+        for value in [
+            "Basic s3cret",
+            "Bearer",
+            "Bearer ",
+            "Bearers3cret",
+            "s3cret",
+        ] {
+            assert_eq!(bearer_credentials(value), None, "{value}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The runtime registry routes: register, heartbeat, list with status.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -43,8 +44,9 @@ fn now_ms() -> i64 {
     security(("bearer" = [])))]
 pub async fn register(
     State(state): State<AppState>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ComponentStatus>, AppError> {
+    let body = super::metrics::body_or_413(body, state.config.max_body_bytes)?;
     let req: RegisterComponent = parse_json(&body)?;
     check_component_field(&req.name)
         .map_err(|e| AppError::InvalidRequest(format!("`name` {e}")))?;

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use crate::metrics::index::ExpositionFormat;
-use crate::telemetry::openmetrics_to_text;
+use crate::telemetry::render_host_metrics;
 
 /// Liveness answer.
 #[derive(Serialize, ToSchema)]
@@ -143,15 +143,13 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 #[utoipa::path(get, path = "/api/v2/metrics", tag = "health",
-    responses((status = 200, description = "The host's own metrics, Prometheus text or OpenMetrics by Accept", content_type = "text/plain")))]
+    responses((status = 200, description = "The host's own metrics (`vigil_*`, plugins included), Prometheus text or OpenMetrics by Accept", content_type = "text/plain")),
+    security(("bearer" = [])))]
 pub async fn own_metrics(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
     super::metrics::refresh_gauges(&state);
     let format =
         ExpositionFormat::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let om = state.metrics.encode_openmetrics();
-    let body = match format {
-        ExpositionFormat::OpenMetrics => om,
-        ExpositionFormat::Text => openmetrics_to_text(&om),
-    };
+    let mut body = String::with_capacity(16 * 1024);
+    render_host_metrics(&mut body, &state.metrics, Some(&state.plugins), format);
     ([(header::CONTENT_TYPE, format.content_type())], body)
 }

@@ -40,6 +40,8 @@ pub(super) fn body_or_413(
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             AppError::PayloadTooLarge(format!("request body exceeds {limit} bytes"))
+        } else if super::connections::is_body_timeout(&rejection) {
+            AppError::RequestTimeout(rejection.body_text())
         } else {
             AppError::InvalidRequest(rejection.body_text())
         }
@@ -62,9 +64,7 @@ async fn submit(
     if state.config.strict_components && !state.components.is_known(&report.component_name) {
         return Err(AppError::UnknownComponent(report.component_name));
     }
-    let name = report.component_name.clone();
     let accepted = state.ingest.submit(report).await?;
-    state.components.seen(&name, now_ms());
     Ok(Json(ReportAccepted { accepted }))
 }
 

@@ -4,6 +4,7 @@
 
 mod auth;
 mod components;
+pub mod connections;
 pub mod error;
 mod events;
 mod health;
@@ -133,7 +134,9 @@ fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
     router
         // Body extractors enforce --max-body-bytes (axum's own default is 2 MiB).
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn(refuse_nul))
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_scope))
+        .layer(middleware::from_fn(error::json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(
             ServiceBuilder::new()
@@ -153,10 +156,73 @@ fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The `method` label of the request metrics: the standard methods by name,
+/// anything invented by a client as `other`, so clients cannot add series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// Refuses a request whose path or query string carries a NUL character
+/// (raw or percent-encoded): neither backend can store one, and no name or
+/// id Vigil knows contains one.
+async fn refuse_nul(req: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    let uri = req.uri();
+    let decoded_has_nul = |raw: &str| percent_decoded(raw).contains(&0);
+    if decoded_has_nul(uri.path()) {
+        return error::AppError::InvalidRequest("the request path contains a NUL character".into())
+            .into_response();
+    }
+    if let Some(query) = uri.query() {
+        if decoded_has_nul(query) {
+            let name = form_urlencoded::parse(query.as_bytes())
+                .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+                .map(|(k, _)| k.replace('\0', "\\0"))
+                .unwrap_or_default();
+            return error::AppError::InvalidQuery(format!(
+                "query parameter `{name}` contains a NUL character"
+            ))
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Percent-decodes bytes (invalid escapes are kept as they are).
+fn percent_decoded(raw: &str) -> Vec<u8> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
 /// Counts and times every request by route and status.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -164,7 +230,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .unwrap_or_else(|| "unmatched".to_string());
     let response = next.run(req).await;
     state.metrics.observe_request(
-        &method,
+        method,
         &route,
         response.status().as_u16(),
         started.elapsed(),

@@ -47,6 +47,106 @@ pub struct Family {
     pub help: String,
     pub unit: String,
     pub ids: BTreeSet<i64>,
+    /// Hash of each series' exported label set → its id, so no two series of
+    /// a family ever export the same label set.
+    label_sets: IdMap<u64, i64>,
+}
+
+/// How counters are named on export (`--counter-names`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CounterNames {
+    /// As the Prometheus client libraries do: every counter sample ends in
+    /// `_total` (appended when the reported name lacks it) in both formats;
+    /// the OpenMetrics family is the name without `_total`.
+    #[default]
+    Total,
+    /// NoETL's reported names: a counter is exported under the name it was
+    /// reported with. In OpenMetrics, where a counter sample must end in
+    /// `_total`, a counter whose name does not is typed `unknown`, so the
+    /// series keeps one name in both formats.
+    Reported,
+}
+
+/// The names under which a family appears in the exposition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportNames {
+    /// `# TYPE` name in text format 0.0.4.
+    pub text_family: String,
+    /// `# TYPE` name in OpenMetrics.
+    pub om_family: String,
+    /// OpenMetrics type (`counter`, `gauge`, `histogram`, `summary`, `unknown`).
+    pub om_type: &'static str,
+    /// Name of the counter or gauge sample (histograms and summaries append
+    /// `_bucket`, `_sum`, `_count` to the family name).
+    pub sample: String,
+}
+
+/// The exported names of a family reported as `name` of `kind`.
+pub fn export_names(name: &str, kind: MetricKind, mode: CounterNames) -> ExportNames {
+    match kind {
+        MetricKind::Counter => {
+            let base = name.strip_suffix("_total").filter(|b| !b.is_empty());
+            match (base, mode) {
+                (Some(base), _) => ExportNames {
+                    text_family: name.to_string(),
+                    om_family: base.to_string(),
+                    om_type: "counter",
+                    sample: name.to_string(),
+                },
+                (None, CounterNames::Total) => {
+                    let sample = format!("{name}_total");
+                    ExportNames {
+                        text_family: sample.clone(),
+                        om_family: name.to_string(),
+                        om_type: "counter",
+                        sample,
+                    }
+                }
+                (None, CounterNames::Reported) => ExportNames {
+                    text_family: name.to_string(),
+                    om_family: name.to_string(),
+                    om_type: "unknown",
+                    sample: name.to_string(),
+                },
+            }
+        }
+        other => ExportNames {
+            text_family: name.to_string(),
+            om_family: name.to_string(),
+            om_type: other.as_str(),
+            sample: name.to_string(),
+        },
+    }
+}
+
+/// Every sample or family name a family reported as `name` of `kind` may
+/// take in either format: its OpenMetrics family name plus the suffixes of
+/// its type (the rule strict OpenMetrics parsers apply to find clashes). Two
+/// families must never share one.
+pub fn claimed_names(name: &str, kind: MetricKind, mode: CounterNames) -> Vec<String> {
+    let names = export_names(name, kind, mode);
+    let suffixes: &[&str] = match names.om_type {
+        "counter" => &["", "_total", "_created"],
+        "histogram" => &["", "_bucket", "_sum", "_count", "_created"],
+        "summary" => &["", "_sum", "_count", "_created"],
+        _ => &[""],
+    };
+    let mut claimed: Vec<String> = suffixes
+        .iter()
+        .map(|s| format!("{}{s}", names.om_family))
+        .collect();
+    for extra in [&names.text_family, &names.sample] {
+        if !claimed.contains(extra) {
+            claimed.push(extra.clone());
+        }
+    }
+    claimed
+}
+
+/// Hash of an exported label set (its rendered, canonical text).
+fn label_set_hash(rendered: &str) -> u64 {
+    use std::hash::BuildHasher;
+    BuildHasherDefault::<rustc_hash::FxHasher>::default().hash_one(rendered)
 }
 
 /// Hasher for keys that are already well mixed (fingerprints) or small integers (ids).
@@ -78,6 +178,8 @@ struct Inner {
     families: BTreeMap<Arc<str>, Family>,
     series: IdMap<i64, SeriesEntry>,
     by_fingerprint: IdMap<u64, i64>,
+    /// Every name a family claims on export (see [`claimed_names`]) → that family.
+    claims: HashMap<String, Arc<str>>,
 }
 
 /// Exposition formats.
@@ -134,6 +236,7 @@ pub enum SeriesUpdate {
 #[derive(Default)]
 pub struct SeriesIndex {
     inner: RwLock<Inner>,
+    counter_names: CounterNames,
 }
 
 impl SeriesIndex {
@@ -141,20 +244,41 @@ impl SeriesIndex {
         Self::default()
     }
 
+    /// An index exporting counters under the given naming.
+    pub fn with_counter_names(counter_names: CounterNames) -> Self {
+        SeriesIndex {
+            inner: RwLock::default(),
+            counter_names,
+        }
+    }
+
+    pub fn counter_names(&self) -> CounterNames {
+        self.counter_names
+    }
+
     /// Runs `f` with read access to the lookups the writer needs.
     pub fn with_view<R>(&self, f: impl FnOnce(&IndexView<'_>) -> R) -> R {
         let inner = self.inner.read();
-        f(&IndexView { inner: &inner })
+        f(&IndexView {
+            inner: &inner,
+            counter_names: self.counter_names,
+        })
     }
 
-    /// Applies committed updates; every touched series counts as reported at `updated_ms`.
-    pub fn apply(&self, updates: impl IntoIterator<Item = SeriesUpdate>, updated_ms: i64) {
+    /// Applies committed updates; every touched series counts as reported at
+    /// `updated_ms`. A new series that would export a name or label set
+    /// another series exports already is left out (the writer refuses such
+    /// reports; this only happens with data stored before that check) and
+    /// counted in the result.
+    pub fn apply(&self, updates: impl IntoIterator<Item = SeriesUpdate>, updated_ms: i64) -> usize {
         let mut inner = self.inner.write();
         let Inner {
             families,
             series,
             by_fingerprint,
+            claims,
         } = &mut *inner;
+        let mut skipped = 0;
         for update in updates {
             match update {
                 SeriesUpdate::Value { id, value } => {
@@ -179,13 +303,48 @@ impl SeriesIndex {
                         unit,
                         value,
                     } = *new;
-                    let family = families.entry(key.name.clone()).or_insert_with(|| Family {
-                        kind,
-                        help: String::new(),
-                        unit: String::new(),
-                        ids: BTreeSet::new(),
-                    });
-                    family.kind = kind;
+                    let rendered_labels = render_labels(&key.component, &labels);
+                    if !families.contains_key(&key.name) {
+                        let wanted = claimed_names(&key.name, kind, self.counter_names);
+                        if let Some(owner) = wanted.iter().find_map(|c| claims.get(c)) {
+                            tracing::warn!(series = id, family = %key.name, collides_with = %owner, "stored series left out of the export: its names collide with another family");
+                            skipped += 1;
+                            continue;
+                        }
+                        for c in wanted {
+                            claims.insert(c, key.name.clone());
+                        }
+                        families.insert(
+                            key.name.clone(),
+                            Family {
+                                kind,
+                                help: String::new(),
+                                unit: String::new(),
+                                ids: BTreeSet::new(),
+                                label_sets: IdMap::default(),
+                            },
+                        );
+                    }
+                    let Some(family) = families.get_mut(&key.name) else {
+                        continue;
+                    };
+                    if family.kind != kind {
+                        tracing::warn!(series = id, family = %key.name, "stored series left out of the export: its type differs from its family's");
+                        skipped += 1;
+                        continue;
+                    }
+                    let set_hash = label_set_hash(&rendered_labels);
+                    if let Some(other) = family.label_sets.get(&set_hash) {
+                        let same_set = series
+                            .get(other)
+                            .is_some_and(|e| e.rendered_labels == rendered_labels);
+                        if *other != id && same_set {
+                            tracing::warn!(series = id, family = %key.name, other = *other, "stored series left out of the export: another series exports the same label set");
+                            skipped += 1;
+                            continue;
+                        }
+                    }
+                    family.label_sets.insert(set_hash, id);
                     if !help.is_empty() {
                         family.help = help;
                     }
@@ -194,7 +353,6 @@ impl SeriesIndex {
                     }
                     family.ids.insert(id);
                     by_fingerprint.insert(fingerprint, id);
-                    let rendered_labels = render_labels(&key.component, &labels);
                     series.insert(
                         id,
                         SeriesEntry {
@@ -208,6 +366,7 @@ impl SeriesIndex {
                 }
             }
         }
+        skipped
     }
 
     /// Removes every series of a component; returns how many were held.
@@ -226,6 +385,7 @@ impl SeriesIndex {
             families,
             series,
             by_fingerprint,
+            claims,
         } = &mut *inner;
         let doomed: Vec<i64> = series
             .iter()
@@ -239,10 +399,20 @@ impl SeriesIndex {
                 }
                 if let Some(f) = families.get_mut(&e.key.name) {
                     f.ids.remove(id);
+                    let set_hash = label_set_hash(&e.rendered_labels);
+                    if f.label_sets.get(&set_hash) == Some(id) {
+                        f.label_sets.remove(&set_hash);
+                    }
                 }
             }
         }
-        families.retain(|_, f| !f.ids.is_empty());
+        families.retain(|name, f| {
+            let keep = !f.ids.is_empty();
+            if !keep {
+                claims.retain(|_, owner| owner != name);
+            }
+            keep
+        });
         doomed.len()
     }
 
@@ -270,7 +440,8 @@ impl SeriesIndex {
                     .filter(|e| is_live(e, now_ms, ttl_ms)),
             );
             if !live.is_empty() {
-                render_family(out, name, family, &live, format, now_ms);
+                let names = export_names(name, family.kind, self.counter_names);
+                render_family(out, &names, family, &live, format, now_ms);
             }
         }
     }
@@ -279,9 +450,34 @@ impl SeriesIndex {
 /// Read access used by the writer while planning a commit.
 pub struct IndexView<'a> {
     inner: &'a Inner,
+    counter_names: CounterNames,
 }
 
 impl IndexView<'_> {
+    pub fn counter_names(&self) -> CounterNames {
+        self.counter_names
+    }
+
+    /// The family, other than `name` itself, that already exports one of
+    /// the names a family `name` of `kind` would claim, with that name.
+    pub fn claim_conflict(&self, name: &str, kind: MetricKind) -> Option<(String, String)> {
+        claimed_names(name, kind, self.counter_names)
+            .into_iter()
+            .find_map(|c| {
+                let owner = self.inner.claims.get(&c)?;
+                (&**owner != name).then(|| (owner.to_string(), c))
+            })
+    }
+
+    /// The id of the series of family `name` that exports exactly the label
+    /// set `rendered` (as [`render_labels`] writes it), if any.
+    pub fn label_set_owner(&self, name: &str, rendered: &str) -> Option<i64> {
+        let family = self.inner.families.get(name)?;
+        let id = *family.label_sets.get(&label_set_hash(rendered))?;
+        let e = self.inner.series.get(&id)?;
+        (e.rendered_labels == rendered).then_some(id)
+    }
+
     /// The id of a held series, verified against the full identity.
     pub fn id_of(
         &self,
@@ -340,23 +536,37 @@ fn escape_help(out: &mut String, help: &str, format: ExpositionFormat) {
     }
 }
 
-/// `component="…"` followed by the reported labels; a reported `component`
-/// label that differs from the reporting component is kept as `exported_component`.
-fn render_labels(component: &str, labels: &BTreeMap<String, String>) -> String {
-    let mut out = String::from("component=\"");
-    escape_label_value(&mut out, component);
-    out.push('"');
+/// The exported label set of a series: `component="…"` first, then the
+/// reported labels sorted by name. A reported `component` label that differs
+/// from the reporting component is renamed as Prometheus does with
+/// `honor_labels: false`: `exported_component`, or, when the series has a
+/// label of that name too, `exported_exported_component`, and so on, so the
+/// renaming never produces a duplicate name. The text is canonical: two
+/// series render the same text exactly when they export the same label set.
+pub fn render_labels(component: &str, labels: &BTreeMap<String, String>) -> String {
+    let mut pairs: Vec<(std::borrow::Cow<'_, str>, &str)> = Vec::with_capacity(labels.len());
     for (name, value) in labels {
         if name == "component" {
             if value == component {
                 continue;
             }
-            out.push_str(",exported_component=\"");
+            let mut renamed = format!("exported_{name}");
+            while labels.contains_key(&renamed) {
+                renamed.insert_str(0, "exported_");
+            }
+            pairs.push((renamed.into(), value));
         } else {
-            out.push(',');
-            out.push_str(name);
-            out.push_str("=\"");
+            pairs.push((name.as_str().into(), value));
         }
+    }
+    pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut out = String::from("component=\"");
+    escape_label_value(&mut out, component);
+    out.push('"');
+    for (name, value) in pairs {
+        out.push(',');
+        out.push_str(&name);
+        out.push_str("=\"");
         escape_label_value(&mut out, value);
         out.push('"');
     }
@@ -402,30 +612,32 @@ fn write_sample(
 
 fn render_family(
     out: &mut String,
-    name: &str,
+    names: &ExportNames,
     family: &Family,
     live: &[&SeriesEntry],
     format: ExpositionFormat,
     now_ms: i64,
 ) {
-    // OpenMetrics names a counter family without `_total` and its sample with it.
-    let (family_name, counter_suffix) = match (format, family.kind) {
-        (ExpositionFormat::OpenMetrics, MetricKind::Counter) => {
-            (name.strip_suffix("_total").unwrap_or(name), "_total")
-        }
-        _ => (name, ""),
+    let (family_name, type_name) = match format {
+        ExpositionFormat::Text => (names.text_family.as_str(), family.kind.as_str()),
+        ExpositionFormat::OpenMetrics => (names.om_family.as_str(), names.om_type),
     };
-    if !family.help.is_empty() {
-        out.push_str("# HELP ");
+    // A family reported without help text still gets a HELP line (as NoETL
+    // writes it), so linters have nothing to complain about.
+    out.push_str("# HELP ");
+    out.push_str(family_name);
+    out.push(' ');
+    if family.help.is_empty() {
+        out.push_str("Reported metric ");
         out.push_str(family_name);
-        out.push(' ');
+    } else {
         escape_help(out, &family.help, format);
-        out.push('\n');
     }
+    out.push('\n');
     out.push_str("# TYPE ");
     out.push_str(family_name);
     out.push(' ');
-    out.push_str(family.kind.as_str());
+    out.push_str(type_name);
     out.push('\n');
     if format == ExpositionFormat::OpenMetrics
         && !family.unit.is_empty()
@@ -440,9 +652,7 @@ fn render_family(
     for entry in live {
         let labels = entry.rendered_labels.as_str();
         match &entry.value {
-            SeriesValue::Scalar(v) => {
-                write_sample(out, family_name, counter_suffix, labels, None, *v)
-            }
+            SeriesValue::Scalar(v) => write_sample(out, &names.sample, "", labels, None, *v),
             SeriesValue::Aggregate(Aggregate::Histogram(h)) => {
                 render_histogram(out, family_name, labels, h)
             }

@@ -14,8 +14,12 @@ use tokio::sync::{mpsc, oneshot};
 use super::aggregate::{
     Aggregate, HistogramState, SummaryState, DEFAULT_BUCKETS, DEFAULT_QUANTILES, SUMMARY_WINDOW_MS,
 };
-use super::index::{IdMap, IndexView, NewEntry, SeriesIndex, SeriesKey, SeriesUpdate, SeriesValue};
+use super::index::{
+    claimed_names, render_labels, IdMap, IndexView, NewEntry, SeriesIndex, SeriesKey, SeriesUpdate,
+    SeriesValue,
+};
 use super::model::{series_fingerprint, ItemError, MetricKind, PreparedMetric, PreparedReport};
+use crate::components::ComponentDirectory;
 use crate::store::{
     ComponentTouch, LatestValue, NewSeries, SampleRow, SeriesRef, Store, StoreError, WriteBatch,
 };
@@ -64,6 +68,7 @@ pub fn spawn_writer(
     store: Arc<dyn Store>,
     index: Arc<SeriesIndex>,
     metrics: Arc<SelfMetrics>,
+    components: Arc<ComponentDirectory>,
 ) -> (IngestHandle, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<WriteJob>(256);
     let task = tokio::spawn(async move {
@@ -99,8 +104,24 @@ pub fn spawn_writer(
                         Err(_) => break,
                     }
                 }
-                if let Some(done) = commit_group(store.as_ref(), &index, &metrics, jobs).await {
-                    checkpoint.record(done);
+                match commit_group(store.as_ref(), &index, &metrics, &components, jobs).await {
+                    Ok(Some(done)) => checkpoint.record(done),
+                    Ok(None) => {}
+                    Err(one_by_one) => {
+                        for job in one_by_one {
+                            if let Ok(Some(done)) = commit_group(
+                                store.as_ref(),
+                                &index,
+                                &metrics,
+                                &components,
+                                vec![job],
+                            )
+                            .await
+                            {
+                                checkpoint.record(done);
+                            }
+                        }
+                    }
                 }
             }
             if let Err(e) = checkpoint.step(store.as_ref()).await {
@@ -230,24 +251,56 @@ fn conflict(index: usize, field: &str, reason: String) -> ItemError {
     }
 }
 
+/// Names and label sets claimed by the reports already accepted into the
+/// group being planned (they are not in the index until it commits).
+#[derive(Default)]
+struct GroupClaims {
+    kinds: FxHashMap<String, MetricKind>,
+    /// exported name → family
+    names: FxHashMap<String, String>,
+    /// (family, exported label set) → series fingerprint
+    label_sets: FxHashMap<(String, String), u64>,
+}
+
+/// What an accepted report adds to the group's claims.
+#[derive(Default)]
+struct NewClaims {
+    names: Vec<(String, String)>,
+    label_sets: Vec<((String, String), u64)>,
+}
+
+impl GroupClaims {
+    fn add(&mut self, new: NewClaims) {
+        self.names.extend(new.names);
+        self.label_sets.extend(new.label_sets);
+    }
+}
+
 /// Refuses a report whose types or bounds contradict what the index or the
-/// earlier reports of this group hold.
+/// earlier reports of this group hold, or whose new families or series would
+/// export a name or a label set that another family or series exports
+/// already (the export stays valid by construction: Prometheus drops a whole
+/// target with a duplicate label name and silently keeps one of two samples
+/// with the same name and labels).
 fn check_conflicts(
     view: &IndexView<'_>,
     report: &PreparedReport,
-    group_kinds: &FxHashMap<String, MetricKind>,
+    group: &GroupClaims,
     plan: &IdMap<u64, usize>,
     planned: &[Planned],
-) -> Vec<ItemError> {
+) -> Result<NewClaims, Vec<ItemError>> {
     let mut errors = Vec::new();
     let mut kinds_here: FxHashMap<&str, MetricKind> = FxHashMap::default();
     let mut bounds_here: IdMap<u64, &[f64]> = IdMap::default();
+    let mut new = NewClaims::default();
+    let mut names_here: FxHashMap<String, String> = FxHashMap::default();
+    let mut sets_here: FxHashMap<(String, String), u64> = FxHashMap::default();
     for (i, m) in report.metrics.iter().enumerate() {
         let known = match kinds_here.get(m.name.as_str()) {
             Some(kind) => Some(*kind),
             None => view
                 .kind_of(&m.name)
-                .or_else(|| group_kinds.get(&m.name).copied()),
+                .or_else(|| group.kinds.get(&m.name).copied()),
         };
         match known {
             Some(kind) if kind != m.kind => errors.push(conflict(
@@ -260,8 +313,70 @@ fn check_conflicts(
                     m.kind.as_str()
                 ),
             )),
-            _ => {
-                kinds_here.insert(&m.name, m.kind);
+            Some(_) => {}
+            None => {
+                // A new family: none of its exported names may be taken.
+                let claims = claimed_names(&m.name, m.kind, view.counter_names());
+                let taken = view.claim_conflict(&m.name, m.kind).or_else(|| {
+                    claims.iter().find_map(|c| {
+                        group
+                            .names
+                            .get(c)
+                            .or_else(|| names_here.get(c))
+                            .filter(|owner| **owner != m.name)
+                            .map(|owner| (owner.clone(), c.clone()))
+                    })
+                });
+                match taken {
+                    Some((owner, name)) => errors.push(conflict(
+                        i,
+                        "metric_name",
+                        format!(
+                            "a {} named `{}` would be exported as `{name}`, which the family `{owner}` already exports; choose another name",
+                            m.kind.as_str(),
+                            m.name
+                        ),
+                    )),
+                    None => {
+                        kinds_here.insert(&m.name, m.kind);
+                        for c in claims {
+                            names_here.insert(c.clone(), m.name.clone());
+                            new.names.push((c, m.name.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        let is_new_series = !plan.contains_key(&m.fingerprint)
+            && view
+                .id_of(
+                    m.fingerprint,
+                    &report.component_name,
+                    &m.name,
+                    &m.labels_key,
+                )
+                .is_none();
+        if is_new_series {
+            let rendered = render_labels(&report.component_name, &m.labels);
+            let key = (m.name.clone(), rendered);
+            let clash = view.label_set_owner(&key.0, &key.1).is_some()
+                || group
+                    .label_sets
+                    .get(&key)
+                    .or_else(|| sets_here.get(&key))
+                    .is_some_and(|fp| *fp != m.fingerprint);
+            if clash {
+                errors.push(conflict(
+                    i,
+                    "labels",
+                    format!(
+                        "another series of `{}` already exports the label set {{{}}} (a reported `component` label that differs from component_name is exported as `exported_component`); use other label names or values",
+                        m.name, key.1
+                    ),
+                ));
+            } else if !sets_here.contains_key(&key) {
+                sets_here.insert(key.clone(), m.fingerprint);
+                new.label_sets.push((key, m.fingerprint));
             }
         }
         let Some(given) = &m.bounds else { continue };
@@ -296,7 +411,11 @@ fn check_conflicts(
             }
         }
     }
-    errors
+    if errors.is_empty() {
+        Ok(new)
+    } else {
+        Err(errors)
+    }
 }
 
 fn fresh_value(m: &PreparedMetric) -> SeriesValue {
@@ -313,12 +432,16 @@ fn fresh_value(m: &PreparedMetric) -> SeriesValue {
     }
 }
 
+/// Plans and commits one group of reports, answering each. When the store
+/// refuses a group of several reports, nothing is answered and they come
+/// back, to be committed one at a time.
 async fn commit_group(
     store: &dyn Store,
     index: &SeriesIndex,
     metrics: &SelfMetrics,
+    components: &ComponentDirectory,
     jobs: Vec<WriteJob>,
-) -> Option<CommitDone> {
+) -> Result<Option<CommitDone>, Vec<WriteJob>> {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let mut batch = WriteBatch::default();
     let mut planned: Vec<Planned> = Vec::new();
@@ -329,17 +452,19 @@ async fn commit_group(
 
     index.with_view(|view| {
         let mut plan: IdMap<u64, usize> = IdMap::default();
-        let mut group_kinds: FxHashMap<String, MetricKind> = FxHashMap::default();
+        let mut group = GroupClaims::default();
         let mut components: FxHashMap<&str, &str> = FxHashMap::default();
         for (j, report) in reports.iter().enumerate() {
-            let errors = check_conflicts(view, report, &group_kinds, &plan, &planned);
-            if !errors.is_empty() {
-                outcome[j] = Some(errors);
-                continue;
+            match check_conflicts(view, report, &group, &plan, &planned) {
+                Ok(new) => group.add(new),
+                Err(errors) => {
+                    outcome[j] = Some(errors);
+                    continue;
+                }
             }
             for (i, m) in report.metrics.iter().enumerate() {
-                if !group_kinds.contains_key(&m.name) {
-                    group_kinds.insert(m.name.clone(), m.kind);
+                if !group.kinds.contains_key(&m.name) {
+                    group.kinds.insert(m.name.clone(), m.kind);
                     if !m.help.is_empty() && view.help_of(&m.name).is_some_and(|h| h != m.help) {
                         help_changes.push((Arc::from(m.name.as_str()), m.help.clone()));
                     }
@@ -409,17 +534,19 @@ async fn commit_group(
             .collect();
     });
 
+    // (index of the report, its answer channel, its sample count)
     let mut accepted = Vec::new();
-    for ((done, errors), report) in senders.into_iter().zip(outcome).zip(&reports) {
+    for (j, ((done, errors), report)) in senders.into_iter().zip(outcome).zip(&reports).enumerate()
+    {
         match errors {
             Some(errors) => {
                 let _ = done.send(Err(IngestError::Conflict(errors)));
             }
-            None => accepted.push((done, report.metrics.len())),
+            None => accepted.push((j, done, report.metrics.len())),
         }
     }
     if accepted.is_empty() {
-        return None;
+        return Ok(None);
     }
     for p in &planned {
         if let SeriesValue::Aggregate(a) = &p.value {
@@ -477,22 +604,40 @@ async fn commit_group(
                         .map(|(name, help)| SeriesUpdate::Help { name, help }),
                 );
             index.apply(updates, now_ms);
+            // Every committed report counts as a sign of life of its
+            // component, whichever path submitted it (API or self-report).
+            for c in &batch.components {
+                components.seen(&c.name, c.now_ms);
+            }
             metrics.add_samples_ingested(batch.samples.len() as u64);
-            for (done, n) in accepted {
+            for (_, done, n) in accepted {
                 let _ = done.send(Ok(n));
             }
-            Some(CommitDone {
+            Ok(Some(CommitDone {
                 last_seq: committed.last_seq,
                 scalars,
-            })
+            }))
+        }
+        Err(e) if accepted.len() > 1 => {
+            // One report may be what the database refused: commit each on
+            // its own, so a report that would succeed alone never fails
+            // because of another client's.
+            tracing::warn!(error = %e, reports = accepted.len(), "group commit failed; committing its reports one by one");
+            let mut reports: Vec<Option<PreparedReport>> = reports.into_iter().map(Some).collect();
+            Err(accepted
+                .into_iter()
+                .filter_map(|(j, done, _)| {
+                    reports[j].take().map(|report| WriteJob { report, done })
+                })
+                .collect())
         }
         Err(e) => {
-            tracing::error!(error = %e, "group commit failed");
+            tracing::error!(error = %e, "commit of a report failed");
             let message = e.to_string();
-            for (done, _) in accepted {
+            for (_, done, _) in accepted {
                 let _ = done.send(Err(IngestError::Store(StoreError::Setup(message.clone()))));
             }
-            None
+            Ok(None)
         }
     }
 }

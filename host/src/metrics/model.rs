@@ -20,6 +20,8 @@ pub const MAX_HELP_LEN: usize = 1024;
 pub const MAX_UNIT_LEN: usize = 64;
 /// Longest accepted component name or type.
 pub const MAX_COMPONENT_LEN: usize = 200;
+/// Prefix of the host's own metric families; reported names may not use it.
+pub const HOST_PREFIX: &str = "vigil_";
 
 /// The four metric types of the report format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -155,6 +157,11 @@ impl PreparedReport {
         mut metrics: Vec<PreparedMetric>,
     ) -> Self {
         for m in &mut metrics {
+            // A `component` label naming the reporting component itself says
+            // nothing more: it is the same series as without it.
+            if m.labels.get("component") == Some(&component_name) {
+                m.labels.remove("component");
+            }
             m.labels_key = serde_json::to_string(&m.labels).unwrap_or_default();
             m.fingerprint = series_fingerprint(&component_name, &m.name, &m.labels_key);
         }
@@ -208,6 +215,37 @@ pub fn check_component_field(value: &str) -> Result<(), String> {
         return Err("must not contain control characters".into());
     }
     Ok(())
+}
+
+/// Checks free text (help text): no NUL (neither backend can store one) and
+/// no control characters but tab and newline.
+pub fn check_text(value: &str) -> Result<(), String> {
+    if value.contains('\0') {
+        return Err("must not contain NUL characters".into());
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err("must not contain control characters other than tab and newline".into());
+    }
+    Ok(())
+}
+
+/// Why a metric name would collide with the host's own families, if it would.
+pub fn host_prefix_conflict(name: &str) -> Option<String> {
+    if !name.starts_with(HOST_PREFIX) {
+        return None;
+    }
+    let family = crate::telemetry::host_family_of(name);
+    Some(match family {
+        Some(family) => format!(
+            "`{name}` collides with the host's own family `{family}`; names starting with `{HOST_PREFIX}` are reserved for the host's metrics"
+        ),
+        None => format!(
+            "names starting with `{HOST_PREFIX}` are reserved for the host's own metric families"
+        ),
+    })
 }
 
 /// Parses a timestamp: RFC 3339, ISO 8601 without offset (UTC), or unix seconds.
@@ -344,6 +382,8 @@ fn prepare_metric(
                 m.metric_name
             ),
         ));
+    } else if let Some(reason) = host_prefix_conflict(&m.metric_name) {
+        errors.push(ItemError::item(index, "metric_name", reason));
     }
     let kind = MetricKind::parse(&m.metric_type);
     if kind.is_none() {
@@ -407,6 +447,12 @@ fn prepare_metric(
                 &format!("labels.{name}"),
                 format!("value longer than {MAX_LABEL_VALUE_LEN} bytes"),
             ));
+        } else if value.contains('\0') {
+            errors.push(ItemError::item(
+                index,
+                &format!("labels.{name}"),
+                "value must not contain NUL characters",
+            ));
         }
     }
     let bounds = match kind {
@@ -432,6 +478,8 @@ fn prepare_metric(
             "help_text",
             format!("longer than {MAX_HELP_LEN} bytes"),
         ));
+    } else if let Err(reason) = check_text(&help) {
+        errors.push(ItemError::item(index, "help_text", reason));
     }
     let unit = m.unit.unwrap_or_default();
     if unit.len() > MAX_UNIT_LEN {

@@ -19,15 +19,76 @@ pub fn render_export(
 ) -> String {
     let mut out = String::with_capacity(64 * 1024);
     index.render(&mut out, format, now_ms, ttl_ms);
+    render_host_metrics(&mut out, own, plugins, format);
+    out
+}
+
+/// Renders the host's own metrics (`vigil_*`: process, HTTP, ingest and the
+/// per-plugin families), what `GET /api/v2/metrics` answers and what follows
+/// the reported series on `/metrics`.
+pub fn render_host_metrics(
+    out: &mut String,
+    own: &SelfMetrics,
+    plugins: Option<&PluginRegistry>,
+    format: ExpositionFormat,
+) {
     if let Some(plugins) = plugins {
-        render_plugin_metrics(&mut out, plugins, format);
+        render_plugin_metrics(out, plugins, format);
     }
     let own_text = own.encode_openmetrics();
     match format {
         ExpositionFormat::OpenMetrics => out.push_str(&own_text),
         ExpositionFormat::Text => out.push_str(&openmetrics_to_text(&own_text)),
     }
-    out
+}
+
+/// OpenMetrics names and types of the per-plugin families.
+pub const PLUGIN_FAMILIES: &[(&str, &str)] = &[
+    ("vigil_plugin_up", "gauge"),
+    ("vigil_plugin_calls", "counter"),
+    ("vigil_plugin_errors", "counter"),
+    ("vigil_plugin_traps", "counter"),
+    ("vigil_plugin_restarts", "counter"),
+    ("vigil_plugin_denied_requests", "counter"),
+    ("vigil_plugin_call_seconds", "counter"),
+    ("vigil_plugin_memory_bytes", "gauge"),
+];
+
+/// The host family that exports `name` (a family name or one of its sample
+/// names), if any: what a reported metric of that name would collide with.
+pub fn host_family_of(name: &str) -> Option<String> {
+    static FAMILIES: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    let families = FAMILIES.get_or_init(|| {
+        let mut all: Vec<(String, String)> = PLUGIN_FAMILIES
+            .iter()
+            .map(|(n, k)| (n.to_string(), k.to_string()))
+            .collect();
+        // A throwaway registry with one sample in every labelled family (a
+        // family without samples is not encoded at all).
+        let probe = SelfMetrics::new();
+        probe.observe_request("GET", "/", 200, std::time::Duration::ZERO);
+        for line in probe.encode_openmetrics().lines() {
+            if let Some((family, kind)) = line
+                .strip_prefix("# TYPE ")
+                .and_then(|rest| rest.split_once(' '))
+            {
+                all.push((family.to_string(), kind.to_string()));
+            }
+        }
+        all
+    });
+    families.iter().find_map(|(family, kind)| {
+        let suffixes: &[&str] = match kind.as_str() {
+            "counter" => &["", "_total", "_created"],
+            "histogram" => &["", "_bucket", "_sum", "_count", "_created"],
+            "summary" => &["", "_sum", "_count", "_created"],
+            _ => &[""],
+        };
+        suffixes
+            .iter()
+            .any(|s| name.strip_prefix(family.as_str()) == Some(*s))
+            .then(|| family.clone())
+    })
 }
 
 /// Per-plugin families: state, calls, errors, traps, restarts, denied

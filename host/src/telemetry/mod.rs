@@ -6,6 +6,8 @@ mod exposition;
 mod self_metrics;
 mod system;
 
-pub use exposition::{openmetrics_to_text, render_export};
+pub use exposition::{
+    host_family_of, openmetrics_to_text, render_export, render_host_metrics, PLUGIN_FAMILIES,
+};
 pub use self_metrics::SelfMetrics;
 pub use system::{SystemSample, SystemSampler};
