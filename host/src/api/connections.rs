@@ -79,6 +79,9 @@ struct Activity {
     head_started: AtomicU64,
     /// Requests whose response has not been sent completely.
     in_flight: AtomicUsize,
+    /// Woken when the deadline that applies changes (a request starts or
+    /// ends, the head of a new one begins).
+    changed: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -88,6 +91,7 @@ impl Activity {
             last_io: AtomicU64::new(0),
             head_started: AtomicU64::new(1),
             in_flight: AtomicUsize::new(0),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -112,11 +116,13 @@ impl Activity {
     fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(0, Ordering::Release);
+        self.changed.notify_one();
     }
 
     fn request_finished(&self) {
         self.last_io.store(self.now_ms(), Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.changed.notify_one();
     }
 
     /// Why the connection should be closed now, or when to look again.
@@ -406,6 +412,7 @@ pub async fn serve(
                 tokio::select! {
                     _ = &mut conn => break,
                     _ = tokio::time::sleep_until(next_check) => {}
+                    _ = activity.changed.notified() => {}
                 }
             }
         });
