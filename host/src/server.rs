@@ -110,18 +110,18 @@ pub async fn run(
             .map_err(|e| StartError::Plugins(e.0))?,
     );
     let plugins = Arc::new(PluginRegistry::new(engine, config.plugin_dir.clone()));
+    let delivery = Arc::new(DeliveryManager::new(
+        store.clone(),
+        plugins.clone(),
+        DeliverySettings::default(),
+    ));
+    plugins.set_serving_hook(delivery.clone());
     plugins.load_all().await.map_err(|e| {
         StartError::Plugins(format!(
             "reading plugin directory {}: {e}",
             config.plugin_dir.display()
         ))
     })?;
-
-    let delivery = Arc::new(DeliveryManager::new(
-        store.clone(),
-        plugins.clone(),
-        DeliverySettings::default(),
-    ));
 
     let metrics = Arc::new(SelfMetrics::new());
     let (ingest, writer) = spawn_writer(

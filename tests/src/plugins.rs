@@ -28,12 +28,16 @@ pub const PLUGIN_TARGET: &str = "wasm32-wasip2";
 /// - `large-publisher`: accepts everything; about 2 MB of generated code (reload benchmarks).
 /// - `infinite-loop`, `memory-bomb`, `panic-publisher`, `stack-overflow`: publish
 ///   never returns / exhausts memory / panics / exhausts the stack.
+/// - `big-alloc`: publish makes one allocation of config `bytes` (2 GiB).
+/// - `lying-publisher`: publish's report rejects a seq not in the batch, the
+///   same seq twice, or more items than the batch holds (config `lie`).
 /// - `oversized-result`: publish rejects `count` (2,000,000) items with
 ///   `reason_bytes` (1 KiB) reasons, or as many as fit in memory.
 pub fn all_plugin_names() -> &'static [&'static str] {
     &[
         "noop-publisher",
         "webhook-publisher",
+        "big-alloc",
         "echo-debug-fields",
         "echo-notifier",
         "file-reader",
@@ -41,6 +45,7 @@ pub fn all_plugin_names() -> &'static [&'static str] {
         "forbidden-host",
         "infinite-loop",
         "large-publisher",
+        "lying-publisher",
         "memory-bomb",
         "oversized-result",
         "panic-publisher",

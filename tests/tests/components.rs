@@ -128,7 +128,44 @@ async fn a_component_without_heartbeats_turns_stale_and_a_heartbeat_revives_it(b
     }
 }
 
+async fn the_alive_gauge_counts_what_the_registry_lists_as_alive_self_report_included(
+    backend: Backend,
+) {
+    let db = TestDatabase::new(&backend).await;
+    let server = TestServer::builder(&db)
+        .self_report_interval("1s")
+        .start()
+        .await;
+    server
+        .report_ok(&report(&unique("worker"), [gauge("g", 1.0)]))
+        .await;
+    let alive_listed = poll_until(
+        Duration::from_secs(20),
+        "the self-report registers `vigil`",
+        || async {
+            let all = list(&server).await;
+            find(&all, "vigil").is_some().then(|| {
+                all["components"]
+                    .as_array()
+                    .map(|c| c.iter().filter(|c| c["status"] == "alive").count())
+                    .unwrap_or(0)
+            })
+        },
+    )
+    .await;
+    assert_eq!(alive_listed, 2);
+    for path in ["/api/v2/metrics", "/api/metrics/prometheus"] {
+        let text = server.get(path).await.text().await.expect("metrics");
+        assert_eq!(
+            expo_value(&text, "vigil_components_alive", &[]),
+            alive_listed as f64,
+            "{path}: the gauge disagrees with /api/v2/components"
+        );
+    }
+}
+
 backend_tests!(
     components_register_heartbeat_and_list_as_alive,
     a_component_without_heartbeats_turns_stale_and_a_heartbeat_revives_it,
+    the_alive_gauge_counts_what_the_registry_lists_as_alive_self_report_included,
 );

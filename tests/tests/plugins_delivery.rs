@@ -316,10 +316,125 @@ async fn events_reach_publishers_with_samples_in_log_order(backend: Backend) {
     assert_eq!(letters[0]["item"]["dataset"], "broken");
 }
 
+/// Seqs of every sample the receiver got on `path`.
+fn received_seqs(receiver: &WebhookReceiver, path: &str) -> BTreeSet<i64> {
+    receiver
+        .requests()
+        .iter()
+        .filter(|r| r.path == path)
+        .flat_map(|r| r.seqs())
+        .collect()
+}
+
+async fn a_new_publisher_gets_everything_reported_right_after_it_shows_loaded(backend: Backend) {
+    let receiver = WebhookReceiver::start().await;
+    let db = TestDatabase::new(&backend).await;
+    let dir = PluginDir::new();
+    let server = TestServer::builder(&db)
+        .plugin_dir(dir.path())
+        .start()
+        .await;
+    let component = unique("late");
+    report_n(&server, &component, "before", 5).await;
+    for round in 0..3 {
+        let name = format!("late{round}");
+        let path = format!("/{name}");
+        dir.install_with_manifest(
+            &name,
+            "webhook-publisher",
+            &webhook_manifest(&receiver, &path),
+        );
+        // As a user would: the moment it shows `loaded`, report, one sample
+        // per request, without waiting for anything else.
+        server
+            .wait_plugin(&name, WAIT, "loaded", |p| p["state"] == "loaded")
+            .await;
+        let metric = format!("after_{round}");
+        for i in 0..10 {
+            server
+                .report_ok(&report(&component, [gauge(&metric, i as f64)]))
+                .await;
+        }
+        let wanted: BTreeSet<i64> = server
+            .query_all(&[("component_name", &component), ("metric_name", &metric)])
+            .await
+            .iter()
+            .map(|s| s["seq"].as_i64().expect("seq"))
+            .collect();
+        assert_eq!(wanted.len(), 10);
+        let got = poll_until(
+            WAIT,
+            "every sample reported after `loaded` delivered",
+            || async {
+                let got = received_seqs(&receiver, &path);
+                wanted.is_subset(&got).then_some(got)
+            },
+        )
+        .await;
+        let before: BTreeSet<i64> = stored_seqs(&server, &component)
+            .await
+            .into_iter()
+            .filter(|s| !got.contains(s))
+            .collect();
+        assert!(
+            !before.is_empty(),
+            "the samples from before it loaded are not its"
+        );
+    }
+}
+
 backend_tests!(
     a_crash_resumes_delivery_from_the_stored_cursor,
-    events_reach_publishers_with_samples_in_log_order
+    events_reach_publishers_with_samples_in_log_order,
+    a_new_publisher_gets_everything_reported_right_after_it_shows_loaded
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_publisher_replaced_by_a_fixed_one_delivers_without_the_old_backoff() {
+    let receiver = WebhookReceiver::start().await;
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    dir.install("hook", "panic-publisher");
+    let server = TestServer::builder(&db)
+        .plugin_dir(dir.path())
+        .start()
+        .await;
+    server
+        .wait_publisher("hook", WAIT, "cursor opened", |_| true)
+        .await;
+    let component = unique("fixed");
+    report_n(&server, &component, "fixed_value", 50).await;
+    server
+        .wait_plugin("hook", Duration::from_secs(60), "quarantined", |p| {
+            p["state"] == "quarantined"
+        })
+        .await;
+    // Delivery keeps failing against the quarantined plugin and backs off.
+    let backing_off = server
+        .wait_publisher("hook", Duration::from_secs(60), "a long backoff", |p| {
+            p["next_attempt_in_ms"].as_u64().unwrap_or(0) >= 5_000
+        })
+        .await;
+    let replaced_at = Instant::now();
+    let waiting_ms = backing_off["next_attempt_in_ms"].as_u64().unwrap_or(0);
+    dir.install_with_manifest(
+        "hook",
+        "webhook-publisher",
+        &webhook_manifest(&receiver, "/ingest"),
+    );
+    let wanted: BTreeSet<i64> = stored_seqs(&server, &component).await.into_iter().collect();
+    poll_until(WAIT, "the fixed publisher delivers the backlog", || async {
+        wanted
+            .is_subset(&received_seqs(&receiver, "/ingest"))
+            .then_some(())
+    })
+    .await;
+    let took = replaced_at.elapsed();
+    assert!(
+        took.as_millis() as u64 + 1_000 < waiting_ms,
+        "the fixed publisher waited out the old backoff: delivered after {took:?}, the backoff had {waiting_ms} ms left"
+    );
+}
 
 // ---------------------------------------------------------------------------
 // (2) retryable errors

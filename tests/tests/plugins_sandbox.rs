@@ -121,6 +121,17 @@ async fn hostile_plugin_is_contained(
     manifest: Option<&str>,
     reasons: &[&str],
 ) -> (Value, u64) {
+    hostile_plugin_is_contained_by(fixture, manifest, reasons, "traps").await
+}
+
+/// [`hostile_plugin_is_contained`], counting the faults in `counter`
+/// (`traps`, or `invalid_answers` for a plugin that lies in its answers).
+async fn hostile_plugin_is_contained_by(
+    fixture: &str,
+    manifest: Option<&str>,
+    reasons: &[&str],
+    counter: &str,
+) -> (Value, u64) {
     let db = TestDatabase::new(&Backend::Sqlite).await;
     let dir = PluginDir::new();
     dir.install("noop", "noop-publisher");
@@ -138,8 +149,8 @@ async fn hostile_plugin_is_contained(
         })
         .await;
     assert!(
-        hostile["traps"].as_u64().unwrap_or(0) >= 5,
-        "{fixture}: quarantined after fewer than 5 traps: {hostile:#}"
+        hostile[counter].as_u64().unwrap_or(0) >= 5,
+        "{fixture}: quarantined after fewer than 5 {counter}: {hostile:#}"
     );
     let last_error = text_of(&hostile["last_error"]);
     assert!(
@@ -180,6 +191,17 @@ async fn hostile_plugin_is_contained(
     assert_eq!(plugins["detail"]["quarantined"], 1, "{ready:#}");
     assert_eq!(ready["checks"]["database"]["ok"], true, "{ready:#}");
 
+    let own = server
+        .get("/api/v2/metrics")
+        .await
+        .text()
+        .await
+        .expect("own metrics");
+    assert_eq!(
+        expo_value(&own, "vigil_plugin_up", &[("plugin", "hostile")]),
+        0.0,
+        "the host's own metrics at /api/v2/metrics include the plugin families"
+    );
     let export = server.export().await;
     assert_eq!(
         expo_value(&export, "vigil_plugin_up", &[("plugin", "hostile")]),
@@ -192,7 +214,7 @@ async fn hostile_plugin_is_contained(
     assert!(
         expo_value(
             &export,
-            "vigil_plugin_traps_total",
+            &format!("vigil_plugin_{counter}_total"),
             &[("plugin", "hostile")]
         ) >= 5.0
     );
@@ -226,6 +248,49 @@ async fn a_memory_bomb_traps_at_its_memory_cap_and_is_quarantined() {
         hostile["memory_bytes"].as_u64().unwrap_or(0) <= 16 * 1024 * 1024,
         "{hostile:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_huge_allocation_is_explained_by_the_memory_cap() {
+    for config in ["", "how = \"layout\"\nbytes = 2147418112\n"] {
+        let manifest = format!("[capabilities]\nmemory_mb = 64\n[config]\n{config}");
+        let (hostile, _) = hostile_plugin_is_contained(
+            "big-alloc",
+            Some(&manifest),
+            &["memory cap of 64 MiB exceeded"],
+        )
+        .await;
+        assert!(
+            !text_of(&hostile["last_error"]).starts_with("wasm trap: wasm `unreachable`"),
+            "{hostile:#}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_lies_in_its_report_is_counted_and_quarantined() {
+    for (lie, reason) in [
+        ("foreign", "was not in the batch"),
+        ("duplicate", "more than once"),
+        ("too-many", "rejections for a batch of"),
+    ] {
+        let manifest = format!("[config]\nlie = \"{lie}\"\n");
+        let (hostile, _) = hostile_plugin_is_contained_by(
+            "lying-publisher",
+            Some(&manifest),
+            &[reason],
+            "invalid_answers",
+        )
+        .await;
+        assert!(
+            text_of(&hostile["last_error"]).starts_with("invalid answer"),
+            "{lie}: {hostile:#}"
+        );
+        assert_eq!(
+            hostile["traps"], 0,
+            "{lie}: lies are not traps: {hostile:#}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

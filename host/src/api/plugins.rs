@@ -34,6 +34,9 @@ pub struct PluginStatus {
     pub calls: u64,
     pub errors: u64,
     pub traps: u64,
+    /// Answers that contradicted their call (e.g. rejections of items that
+    /// were not in the batch); they count towards quarantine like traps.
+    pub invalid_answers: u64,
     pub restarts: u64,
     pub denied_requests: u64,
     /// Mean call latency in milliseconds.
@@ -82,6 +85,7 @@ pub fn status_of(
             calls: 0,
             errors: 0,
             traps: 0,
+            invalid_answers: 0,
             restarts: 0,
             denied_requests: 0,
             mean_call_ms: 0.0,
@@ -118,6 +122,7 @@ pub fn status_of(
                 calls,
                 errors: p.stats.errors.load(Ordering::Relaxed),
                 traps: p.stats.traps.load(Ordering::Relaxed),
+                invalid_answers: p.stats.invalid_answers.load(Ordering::Relaxed),
                 restarts: p.stats.restarts.load(Ordering::Relaxed),
                 denied_requests: p.stats.sandbox.denied_requests.load(Ordering::Relaxed),
                 mean_call_ms: if calls == 0 {

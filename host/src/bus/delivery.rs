@@ -96,6 +96,15 @@ fn jitter_fraction() -> f64 {
     f64::from(nanos.wrapping_mul(2_654_435_761) % 1_000_000) / 1_000_000.0
 }
 
+/// How a wait before a retry ended.
+enum Waited {
+    Elapsed,
+    Stopped,
+    /// The publisher was replaced (a new file, a reload that lifted a
+    /// quarantine): the old failures say nothing about the new one.
+    PluginChanged,
+}
+
 /// Why a leased delivery run ended.
 enum Exit {
     Stopped,
@@ -186,6 +195,27 @@ fn sample_item(s: &LogSample) -> String {
     .to_string()
 }
 
+#[async_trait::async_trait]
+impl crate::plugins::ServingHook for DeliveryManager {
+    /// A new publisher's cursor is fixed at the head of the log before it is
+    /// reported `loaded`: whatever commits after a user sees `loaded` reaches
+    /// it. A known publisher keeps its cursor. If the database cannot be
+    /// reached now, the delivery loop opens the cursor when it starts.
+    async fn before_serving(&self, plugin: &crate::plugins::Plugin) {
+        if plugin.kind != PluginKind::Publisher {
+            return;
+        }
+        let opened = async {
+            let head = self.store.max_seq().await?;
+            self.store.open_cursor(&plugin.name, head, now_ms()).await
+        }
+        .await;
+        if let Err(e) = opened {
+            tracing::warn!(publisher = %plugin.name, error = %e, "cannot fix the new publisher's starting point now; it starts where the log stands when delivery begins");
+        }
+    }
+}
+
 impl DeliveryManager {
     pub fn new(
         store: Arc<dyn Store>,
@@ -240,6 +270,45 @@ impl DeliveryManager {
         tokio::select! {
             _ = tokio::time::sleep(wait) => false,
             _ = stop.wait_for(|s| *s) => true,
+        }
+    }
+
+    /// Waits `wait` before retrying a failed delivery of `name`, cut short
+    /// when the plugin running under that name is no longer `failed_on`.
+    async fn pause_for_retry(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+        wait: Duration,
+        name: &str,
+        failed_on: &Arc<crate::plugins::Plugin>,
+    ) -> Waited {
+        let mut changes = self.plugins.subscribe_changes();
+        let replaced = |this: &Self| {
+            this.plugins
+                .get(name)
+                .is_some_and(|p| !Arc::ptr_eq(&p, failed_on))
+        };
+        let sleep = tokio::time::sleep(wait);
+        tokio::pin!(sleep);
+        let mut registry_gone = false;
+        loop {
+            if replaced(self) {
+                return Waited::PluginChanged;
+            }
+            let stopped = async {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let changed = async {
+                if registry_gone {
+                    std::future::pending::<()>().await;
+                }
+                registry_gone = changes.changed().await.is_err();
+            };
+            tokio::select! {
+                _ = &mut sleep => return Waited::Elapsed,
+                _ = stopped => return Waited::Stopped,
+                _ = changed => {}
+            }
         }
     }
 
@@ -462,8 +531,13 @@ impl DeliveryManager {
                     .await;
                 tracing::warn!(publisher = %name, error = %message, retry_in_ms = wait.as_millis() as u64, "delivery failed");
                 self.set_state(&name, "backing_off", Some(Instant::now() + wait));
-                if self.pause(stop, wait).await {
-                    break Exit::Stopped;
+                match self.pause_for_retry(stop, wait, &name, &plugin).await {
+                    Waited::Elapsed => {}
+                    Waited::Stopped => break Exit::Stopped,
+                    Waited::PluginChanged => {
+                        tracing::info!(publisher = %name, "publisher replaced; retrying now without backoff");
+                        attempt = 0;
+                    }
                 }
             }
         };

@@ -16,7 +16,7 @@ mod scaffold;
 
 pub use engine::{PluginEngine, Tier};
 pub use plugin::{CallError, Plugin, PluginCondition, PluginKind};
-pub use registry::{PluginRegistry, ReloadOutcome};
+pub use registry::{PluginRegistry, ReloadOutcome, ServingHook};
 
 /// Hex SHA-256 of a file's bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -92,6 +92,9 @@ pub struct PluginStats {
     pub calls: AtomicU64,
     pub errors: AtomicU64,
     pub traps: AtomicU64,
+    /// Answers that contradicted the call (a publish report rejecting items
+    /// that were not in the batch, or the same item twice): faults, like traps.
+    pub invalid_answers: AtomicU64,
     pub restarts: AtomicU64,
     pub call_nanos: AtomicU64,
     pub memory_bytes: Arc<AtomicU64>,
@@ -382,10 +385,17 @@ impl Plugin {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 let mut message = fault_message(&e);
-                if let Some(cap) = instance.store.data_mut().cap.take_refusal() {
+                let data = instance.store.data_mut();
+                let logged = data.last_error_log.take();
+                let cap = data.cap.take_refusal().or_else(|| {
+                    logged
+                        .as_deref()
+                        .and_then(|l| data.cap.explain_oversized_allocation(l))
+                });
+                if let Some(cap) = cap {
                     message = format!("{cap}: {message}");
                 }
-                if let Some(logged) = instance.store.data_mut().last_error_log.take() {
+                if let Some(logged) = logged {
                     message.push_str(&format!(" (plugin logged: {logged})"));
                 }
                 Err(message)
@@ -404,10 +414,15 @@ impl Plugin {
     }
 
     fn record_fault(&self, message: &str) {
+        self.stats.traps.fetch_add(1, Ordering::Relaxed);
+        self.record_failure(message);
+    }
+
+    /// A failure that counts towards quarantine (a trap, or a lying answer).
+    fn record_failure(&self, message: &str) {
         let mut h = self.health.lock();
         h.consecutive_failures += 1;
         h.last_error = Some(message.to_string());
-        self.stats.traps.fetch_add(1, Ordering::Relaxed);
         if h.consecutive_failures >= QUARANTINE_AFTER {
             if h.condition != PluginCondition::Quarantined {
                 tracing::error!(plugin = %self.name, failures = h.consecutive_failures, error = message, "plugin quarantined");
@@ -479,7 +494,13 @@ impl Plugin {
         let instance = self.ready_instance(&mut slot).await?;
         let started = Instant::now();
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        let result = self.guarded(instance, op).await;
+        let result = match self.guarded(instance, op).await {
+            Ok(answer) => match check_answer(op, &answer) {
+                Ok(()) => Ok(answer),
+                Err(lie) => Err(Failure::InvalidAnswer(lie)),
+            },
+            Err(trap) => Err(Failure::Trap(trap)),
+        };
         self.stats
             .call_nanos
             .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -488,11 +509,24 @@ impl Plugin {
                 self.record_success();
                 Ok(v)
             }
-            Err(message) => {
-                // Never enter a trapped instance again.
+            Err(failure) => {
+                // Never enter a trapped instance again, nor trust one that
+                // contradicted its call; repeated lies quarantine a plugin
+                // like repeated traps, and the items are retried.
                 *slot = None;
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                self.record_fault(&message);
+                let message = match failure {
+                    Failure::Trap(message) => {
+                        self.record_fault(&message);
+                        message
+                    }
+                    Failure::InvalidAnswer(lie) => {
+                        let message = format!("invalid answer: {lie}");
+                        self.stats.invalid_answers.fetch_add(1, Ordering::Relaxed);
+                        self.record_failure(&message);
+                        message
+                    }
+                };
                 Err(CallError::Fault(self.name.clone(), message))
             }
         }
@@ -510,7 +544,6 @@ impl Plugin {
                 "publisher",
             ));
         }
-        let items = batch.samples.seqs.len() + batch.events.len();
         let Answer::Published(result) = self.call(Op::Publish(batch)).await? else {
             return Err(CallError::Fault(
                 self.name.clone(),
@@ -518,15 +551,6 @@ impl Plugin {
             ));
         };
         match result {
-            Ok(report) if report.rejected.len() > items => {
-                let message = format!(
-                    "publish returned {} rejections for a batch of {items} items",
-                    report.rejected.len()
-                );
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                self.health.lock().last_error = Some(message.clone());
-                Err(CallError::Fault(self.name.clone(), message))
-            }
             Ok(mut report) => {
                 for r in &mut report.rejected {
                     clip_string(&mut r.reason);
@@ -610,7 +634,54 @@ fn clip_string(s: &mut String) {
     }
 }
 
+/// How a call failed.
+enum Failure {
+    /// A trap or a blown deadline.
+    Trap(String),
+    /// An answer that contradicts the call.
+    InvalidAnswer(String),
+}
+
+/// Checks that an answer fits the call it answers: a publish report may
+/// reject only items of its batch, each at most once.
+fn check_answer(op: Op<'_>, answer: &Answer) -> Result<(), String> {
+    let (Op::Publish(batch), Answer::Published(Ok(report))) = (op, answer) else {
+        return Ok(());
+    };
+    if report.rejected.is_empty() {
+        return Ok(());
+    }
+    let items = batch.samples.seqs.len() + batch.events.len();
+    if report.rejected.len() > items {
+        return Err(format!(
+            "publish returned {} rejections for a batch of {items} items",
+            report.rejected.len()
+        ));
+    }
+    let in_batch: std::collections::HashSet<u64> = batch
+        .samples
+        .seqs
+        .iter()
+        .copied()
+        .chain(batch.events.iter().map(|e| e.seq))
+        .collect();
+    let mut seen = std::collections::HashSet::with_capacity(report.rejected.len());
+    for r in &report.rejected {
+        if !in_batch.contains(&r.seq) {
+            return Err(format!(
+                "publish rejected seq {}, which was not in the batch",
+                r.seq
+            ));
+        }
+        if !seen.insert(r.seq) {
+            return Err(format!("publish rejected seq {} more than once", r.seq));
+        }
+    }
+    Ok(())
+}
+
 /// One call into a plugin's exports.
+#[derive(Clone, Copy)]
 enum Op<'b> {
     Describe,
     Configure(&'b [types::ConfigEntry]),

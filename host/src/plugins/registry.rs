@@ -48,11 +48,22 @@ pub enum ReloadOutcome {
     },
 }
 
+/// What has to happen before a freshly loaded plugin is reported `loaded`
+/// (for a publisher: its delivery cursor is fixed at the head of the log, so
+/// everything committed after a user sees `loaded` reaches it).
+#[async_trait::async_trait]
+pub trait ServingHook: Send + Sync {
+    async fn before_serving(&self, plugin: &Plugin);
+}
+
 /// Every plugin of the directory.
 pub struct PluginRegistry {
     engine: Arc<PluginEngine>,
     dir: PathBuf,
     slots: RwLock<BTreeMap<String, PluginSlot>>,
+    /// Bumped whenever a running plugin is added, replaced or removed.
+    changes: tokio::sync::watch::Sender<u64>,
+    serving_hook: std::sync::OnceLock<Arc<dyn ServingHook>>,
     reload_lock: tokio::sync::Mutex<()>,
     /// Compiles started while the directory settles: name → (sha256, compile).
     prefetched: parking_lot::Mutex<HashMap<String, Prefetch>>,
@@ -110,6 +121,8 @@ impl PluginRegistry {
             engine,
             dir,
             slots: RwLock::new(BTreeMap::new()),
+            changes: tokio::sync::watch::Sender::new(0),
+            serving_hook: std::sync::OnceLock::new(),
             reload_lock: tokio::sync::Mutex::new(()),
             prefetched: parking_lot::Mutex::new(HashMap::new()),
         }
@@ -117,6 +130,21 @@ impl PluginRegistry {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Sets what runs before a loaded plugin is reported `loaded` (once).
+    pub fn set_serving_hook(&self, hook: Arc<dyn ServingHook>) {
+        let _ = self.serving_hook.set(hook);
+    }
+
+    /// A receiver that changes whenever a running plugin is added, replaced
+    /// (a new file, a reload, a tier change) or removed.
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The running plugin of that name.
@@ -173,6 +201,7 @@ impl PluginRegistry {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let old = self.slots.write().remove(name);
                 if let Some(plugin) = old.and_then(|s| s.current) {
+                    self.changed();
                     plugin.drain().await;
                     tracing::info!(plugin = %name, "plugin removed and drained");
                     return ReloadOutcome::Removed;
@@ -246,6 +275,9 @@ impl PluginRegistry {
                 if tier == Tier::Baseline {
                     self.tier_up_later(name, bytes, manifest);
                 }
+                if let Some(hook) = self.serving_hook.get() {
+                    hook.before_serving(&plugin).await;
+                }
                 let plugin = Arc::new(plugin);
                 let old = {
                     let mut slots = self.slots.write();
@@ -254,6 +286,7 @@ impl PluginRegistry {
                     slot.failed = None;
                     slot.current.replace(plugin.clone())
                 };
+                self.changed();
                 tracing::info!(plugin = %name, kind = plugin.kind.as_str(), version = %plugin.description.version, sha256 = %plugin.sha256, "plugin running");
                 match old {
                     Some(old) => {
@@ -317,6 +350,7 @@ impl PluginRegistry {
                         .write()
                         .get_mut(&name)
                         .and_then(|slot| slot.current.replace(Arc::new(optimized)));
+                    this.changed();
                     if let Some(old) = old {
                         old.drain().await;
                     }

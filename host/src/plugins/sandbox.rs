@@ -104,6 +104,19 @@ pub struct MemoryCap {
 }
 
 impl MemoryCap {
+    /// Explains a trap that followed an allocation too large for any cap: a
+    /// single block of more than `isize::MAX` bytes (2 GiB on wasm32), which
+    /// Rust's allocator refuses with a `capacity overflow` panic before it
+    /// asks for memory at all.
+    pub fn explain_oversized_allocation(&self, logged: &str) -> Option<String> {
+        logged.contains("capacity overflow").then(|| {
+            format!(
+                "memory cap of {} MiB exceeded (the plugin asked for one allocation larger than a 32-bit plugin can address, over 2 GiB)",
+                self.max / (1024 * 1024)
+            )
+        })
+    }
+
     /// Explains a refused growth, if one happened since the last call.
     pub fn take_refusal(&mut self) -> Option<String> {
         self.refused.take().map(|desired| {

@@ -48,6 +48,7 @@ pub const PLUGIN_FAMILIES: &[(&str, &str)] = &[
     ("vigil_plugin_calls", "counter"),
     ("vigil_plugin_errors", "counter"),
     ("vigil_plugin_traps", "counter"),
+    ("vigil_plugin_invalid_answers", "counter"),
     ("vigil_plugin_restarts", "counter"),
     ("vigil_plugin_denied_requests", "counter"),
     ("vigil_plugin_call_seconds", "counter"),
@@ -99,7 +100,7 @@ pub fn render_plugin_metrics(out: &mut String, plugins: &PluginRegistry, format:
         return;
     }
     type Read = fn(&crate::plugins::Plugin) -> f64;
-    let families: [(&str, &str, bool, Read); 7] = [
+    let families: [(&str, &str, bool, Read); 8] = [
         ("vigil_plugin_calls", "Calls into the plugin", true, |p| {
             p.stats.calls.load(Ordering::Relaxed) as f64
         }),
@@ -114,6 +115,12 @@ pub fn render_plugin_metrics(out: &mut String, plugins: &PluginRegistry, format:
             "Traps and blown deadlines (the instance was dropped)",
             true,
             |p| p.stats.traps.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "vigil_plugin_invalid_answers",
+            "Answers that contradicted their call (counted towards quarantine like traps)",
+            true,
+            |p| p.stats.invalid_answers.load(Ordering::Relaxed) as f64,
         ),
         (
             "vigil_plugin_restarts",
