@@ -81,7 +81,7 @@ except Exception as e:
 /// loud skip (`Ok`), or a panic under `VIGIL_TEST_REQUIRE_SERVICES=1`.
 pub fn openmetrics_check(text: &str) -> Result<(), String> {
     let out = match run_with_stdin(
-        Command::new("python3").args(["-c", OPENMETRICS_CHECK_PY]),
+        Command::new(crate::python()).args(["-c", OPENMETRICS_CHECK_PY]),
         text,
     ) {
         Ok(o) => o,
@@ -265,7 +265,7 @@ mod tests {
         }
         let om = "# TYPE up counter\n# HELP up Ups.\nup_total 1\n# EOF\n";
         assert_eq!(openmetrics_check(om), Ok(()));
-        let python_ok = Command::new("python3")
+        let python_ok = Command::new(crate::python())
             .args(["-c", "import prometheus_client"])
             .output()
             .is_ok_and(|o| o.status.success());

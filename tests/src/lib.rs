@@ -47,6 +47,15 @@ pub const DATABASE_URL_ENV: &str = "VIGIL_TEST_DATABASE_URL";
 /// Environment variable that turns skips of missing services/tools into failures.
 pub const REQUIRE_SERVICES_ENV: &str = "VIGIL_TEST_REQUIRE_SERVICES";
 
+/// Environment variable naming the Python interpreter of the test virtualenv
+/// (`.ci/run` creates it from `tests/python/requirements.txt`).
+pub const PYTHON_ENV: &str = "VIGIL_TEST_PYTHON";
+
+/// The Python interpreter tests run: `$VIGIL_TEST_PYTHON`, else `python3`.
+pub fn python() -> String {
+    std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".to_string())
+}
+
 /// True when `VIGIL_TEST_REQUIRE_SERVICES=1`: missing services and tools fail the test.
 pub fn services_required() -> bool {
     std::env::var(REQUIRE_SERVICES_ENV)

@@ -12,7 +12,7 @@ use super::error::AppError;
 use super::AppState;
 use crate::config::Scope;
 
-const PUBLIC: [&str; 3] = ["/api/v2/health", "/api/v2/ready", "/api/v2/openapi.json"];
+pub(super) const PUBLIC: [&str; 3] = ["/api/v2/health", "/api/v2/ready", "/api/v2/openapi.json"];
 
 fn needed_scope(method: &Method) -> Scope {
     match *method {

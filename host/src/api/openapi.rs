@@ -50,7 +50,60 @@ impl utoipa::Modify for BearerAuth {
 
 /// The OpenAPI document of every route.
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    document_common_errors(&mut doc);
+    doc
+}
+
+/// Adds the answers every operation can give besides its own: `401` and
+/// `403` on every secured operation (when tokens are configured), and `408`
+/// (body not received within `--body-read-timeout`) and `413` (body over
+/// `--max-body-bytes`) on every operation that takes a body.
+fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let error = |description: &str| {
+        RefOr::T(
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build(),
+        )
+    };
+    for item in doc.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let responses = &mut op.responses.responses;
+            if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                responses
+                    .entry("401".into())
+                    .or_insert_with(|| error("Missing or unknown bearer token"));
+                responses
+                    .entry("403".into())
+                    .or_insert_with(|| error("The token lacks the scope this operation needs"));
+            }
+            if op.request_body.is_some() {
+                responses.entry("408".into()).or_insert_with(|| {
+                    error("The request body did not arrive within --body-read-timeout")
+                });
+                responses
+                    .entry("413".into())
+                    .or_insert_with(|| error("The request body exceeds --max-body-bytes"));
+            }
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/api/v2/openapi.json", tag = "health",
@@ -79,6 +132,30 @@ mod tests {
                 other => panic!("unexpected method {other}"),
             };
             assert!(documented, "{method} {path} is routed but not documented");
+        }
+    }
+
+    #[test]
+    fn every_secured_operation_documents_401_and_403() {
+        let doc = openapi_document();
+        let public = crate::api::auth::PUBLIC;
+        for (path, item) in &doc.paths.paths {
+            for op in [&item.get, &item.post, &item.delete].into_iter().flatten() {
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                assert_eq!(
+                    secured,
+                    !public.contains(&path.as_str()),
+                    "{path}: documented security does not match the auth middleware"
+                );
+                if secured {
+                    for code in ["401", "403"] {
+                        assert!(
+                            op.responses.responses.contains_key(code),
+                            "{path} does not document {code}"
+                        );
+                    }
+                }
+            }
         }
     }
 
