@@ -139,6 +139,7 @@ async fn latest_values_checkpoint_and_aggregate_state_survive_reopening(backend:
                 component_type: "worker".into(),
                 now_ms: 42,
             }],
+            ..Default::default()
         })
         .await
         .expect("commit");
@@ -318,12 +319,12 @@ fn event(id: &str, kind: &str, time_ms: i64, task: Option<&str>) -> NewEvent {
     NewEvent {
         event_id: id.into(),
         event_type: kind.into(),
-        event_time_ms: time_ms,
+        event_ts: time_ms as f64 / 1000.0,
         session_id: Some("s1".into()),
         workflow_id: None,
         task_id: task.map(Into::into),
         backend: None,
-        attributes: format!(r#"{{"n":"{id}"}}"#),
+        body: format!(r#"{{"event_id":"{id}","n":"{id}"}}"#),
     }
 }
 
@@ -362,7 +363,7 @@ async fn events_share_the_log_with_samples_and_duplicates_are_kept_once(backend:
     assert_eq!(store.max_seq().await.expect("head"), more_samples);
     // A retry of e2 with new content changes nothing; e3 is new.
     let mut changed = event("e2", "TaskFailed", 9_000, Some("t9"));
-    changed.attributes = r#"{"n":"changed"}"#.into();
+    changed.body = r#"{"n":"changed"}"#.into();
     let again = store
         .append_events(
             &[
@@ -385,7 +386,7 @@ async fn events_share_the_log_with_samples_and_duplicates_are_kept_once(backend:
     let ids: Vec<&str> = all.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids, vec!["e1", "e2", "e3"]);
     assert_eq!(all[1].event_type, "TaskStarted");
-    assert_eq!(all[1].attributes, r#"{"n":"e2"}"#);
+    assert_eq!(all[1].body, r#"{"event_id":"e2","n":"e2"}"#);
     assert_eq!(all[1].received_ms, 7_000);
     // Filters: types, task, time range, paging.
     let q = |f: &dyn Fn(&mut EventQuery)| {
@@ -413,8 +414,8 @@ async fn events_share_the_log_with_samples_and_duplicates_are_kept_once(backend:
     assert_eq!(by(task), vec!["e1", "e2"]);
     let timed = store
         .list_events(&q(&|q| {
-            q.start_ms = Some(5_500);
-            q.end_ms = Some(6_500);
+            q.start = Some(5.5);
+            q.end = Some(6.5);
         }))
         .await
         .expect("time");

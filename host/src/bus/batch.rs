@@ -54,18 +54,12 @@ pub fn build_batch(samples: &[LogSample]) -> Batch {
 /// An event as a publisher receives it: base fields and attributes in one
 /// JSON object, `source` the most specific of task, workflow and session.
 pub fn wit_event(e: &StoredEvent) -> Event {
-    let mut attributes = e.to_json();
-    if let Some(o) = attributes.as_object_mut() {
-        o.remove("seq");
-        o.remove("event_type");
-        o.remove("event_time");
-    }
     Event {
         seq: e.seq as u64,
-        timestamp: e.event_time_ms,
+        timestamp: e.event_time_ms(),
         event_type: e.event_type.clone(),
         source: e.source().to_string(),
-        attributes: attributes.to_string(),
+        attributes: e.strict_body().into_owned(),
     }
 }
 
@@ -164,17 +158,17 @@ mod tests {
     }
 
     #[test]
-    fn events_carry_their_fields_as_one_json_object() {
+    fn events_carry_the_event_as_sent_as_strict_json() {
         let event = StoredEvent {
             seq: 7,
             event_id: "e-1".into(),
             event_type: "TaskCompleted".into(),
-            event_time_ms: 1_700_000_000_500,
+            event_ts: 1_700_000_000.5,
             session_id: Some("s1".into()),
             workflow_id: None,
             task_id: Some("task.0001".into()),
             backend: None,
-            attributes: r#"{"duration_seconds":1.5}"#.into(),
+            body: r#"{"event_id":"e-1","event_type":"TaskCompleted","event_time":1700000000.5,"session_id":"s1","task_id":"task.0001","duration_seconds":1.5,"loss":NaN}"#.into(),
             received_ms: 0,
         };
         let batch = build_log_batch(&[sample(6, "cpu", "{}")], &[event]);
@@ -185,7 +179,8 @@ mod tests {
         let attrs: serde_json::Value = serde_json::from_str(&e.attributes).unwrap();
         assert_eq!(
             attrs,
-            serde_json::json!({"event_id":"e-1","session_id":"s1","task_id":"task.0001","duration_seconds":1.5})
+            serde_json::json!({"event_id":"e-1","event_type":"TaskCompleted","event_time":1700000000.5,"session_id":"s1","task_id":"task.0001","duration_seconds":1.5,"loss":"NaN"}),
+            "the event as sent, as strict JSON"
         );
     }
 }

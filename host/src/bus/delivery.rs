@@ -133,7 +133,7 @@ fn byte_cutoff(items: &LogItems, max_bytes: usize) -> Option<i64> {
                 .sum::<usize>();
             (
                 e.seq,
-                96 + e.event_id.len() + e.event_type.len() + e.attributes.len() + ids,
+                96 + e.event_id.len() + e.event_type.len() + e.body.len() + ids,
             )
         }))
         .collect();
@@ -604,12 +604,12 @@ mod tests {
             seq: 2,
             event_id: "e".into(),
             event_type: "TaskFailed".into(),
-            event_time_ms: 0,
+            event_ts: 0.0,
             session_id: None,
             workflow_id: None,
             task_id: Some("t".into()),
             backend: None,
-            attributes: "{}".into(),
+            body: r#"{"event_type":"TaskFailed"}"#.into(),
             received_ms: 0,
         };
         LogItems {
@@ -648,8 +648,8 @@ mod tests {
     fn batches_are_cut_by_bytes_in_sequence_order_keeping_at_least_one() {
         let items = items();
         assert_eq!(byte_cutoff(&items, 1 << 20), None);
-        // Each sample is 64 + 1 + 1 + 2 = 68 bytes, the event 96 + 1 + 10 + 2 + 1 = 110.
-        assert_eq!(byte_cutoff(&items, 68 + 110), Some(2));
+        // Each sample is 64 + 1 + 1 + 2 = 68 bytes, the event 96 + 1 + 10 + 27 + 1 = 135.
+        assert_eq!(byte_cutoff(&items, 68 + 135), Some(2));
         assert_eq!(byte_cutoff(&items, 100), Some(1));
         assert_eq!(byte_cutoff(&items, 1), Some(1));
     }

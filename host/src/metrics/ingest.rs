@@ -1,8 +1,10 @@
-//! The ingest writer: one task that turns validated reports into group commits.
-//! Concurrent requests queue here; the writer plans series ids and aggregates
-//! against the latest-value index, commits one transaction for the whole group,
-//! then updates the index and answers each request. A request's `200` is sent
-//! only after its commit. Also rebuilds the index from the store at start.
+//! The ingest writer: one task that turns validated reports and event batches
+//! into group commits (one writer, because SQLite has one anyway: two would
+//! wait on each other's locks). Concurrent requests queue here; the writer
+//! plans series ids and aggregates against the latest-value index, commits one
+//! transaction for the whole group (samples, then events), then updates the
+//! index and answers each request. A request's `200` is sent only after its
+//! commit. Also rebuilds the index from the store at start.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -20,13 +22,14 @@ use super::index::{
 };
 use super::model::{series_fingerprint, ItemError, MetricKind, PreparedMetric, PreparedReport};
 use crate::components::ComponentDirectory;
+use crate::events::NewEvent;
 use crate::store::{
     ComponentTouch, LatestValue, NewSeries, SampleRow, SeriesRef, Store, StoreError, WriteBatch,
 };
 use crate::telemetry::SelfMetrics;
 
-/// Most samples folded into one group commit.
-const MAX_GROUP_SAMPLES: usize = 50_000;
+/// Most samples and events folded into one group commit.
+const MAX_GROUP_ITEMS: usize = 50_000;
 
 /// Why a report was not committed.
 #[derive(Debug, thiserror::Error)]
@@ -44,10 +47,31 @@ struct WriteJob {
     done: oneshot::Sender<Result<usize, IngestError>>,
 }
 
-/// Handle used by request handlers to submit reports.
+struct EventsJob {
+    events: Vec<NewEvent>,
+    received_ms: i64,
+    done: oneshot::Sender<Result<Vec<Option<i64>>, IngestError>>,
+}
+
+/// One request's worth of work for the writer.
+enum Job {
+    Report(WriteJob),
+    Events(EventsJob),
+}
+
+impl Job {
+    fn items(&self) -> usize {
+        match self {
+            Job::Report(r) => r.report.metrics.len(),
+            Job::Events(e) => e.events.len(),
+        }
+    }
+}
+
+/// Handle used by request handlers to submit reports and events.
 #[derive(Clone)]
 pub struct IngestHandle {
-    tx: mpsc::Sender<WriteJob>,
+    tx: mpsc::Sender<Job>,
 }
 
 impl IngestHandle {
@@ -55,7 +79,27 @@ impl IngestHandle {
     pub async fn submit(&self, report: PreparedReport) -> Result<usize, IngestError> {
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(WriteJob { report, done })
+            .send(Job::Report(WriteJob { report, done }))
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?;
+        wait.await.map_err(|_| IngestError::ShuttingDown)?
+    }
+
+    /// Appends validated events and waits until they are committed. Returns
+    /// each event's sequence number, `None` for one whose `event_id` was
+    /// stored already.
+    pub async fn append_events(
+        &self,
+        events: Vec<NewEvent>,
+        received_ms: i64,
+    ) -> Result<Vec<Option<i64>>, IngestError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Job::Events(EventsJob {
+                events,
+                received_ms,
+                done,
+            }))
             .await
             .map_err(|_| IngestError::ShuttingDown)?;
         wait.await.map_err(|_| IngestError::ShuttingDown)?
@@ -70,7 +114,7 @@ pub fn spawn_writer(
     metrics: Arc<SelfMetrics>,
     components: Arc<ComponentDirectory>,
 ) -> (IngestHandle, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<WriteJob>(256);
+    let (tx, mut rx) = mpsc::channel::<Job>(256);
     let task = tokio::spawn(async move {
         let mut checkpoint = Checkpoint::new();
         loop {
@@ -93,12 +137,12 @@ pub fn spawn_writer(
                 }
             };
             if let Some(first) = next {
-                let mut samples = first.report.metrics.len();
+                let mut items = first.items();
                 let mut jobs = vec![first];
-                while samples < MAX_GROUP_SAMPLES {
+                while items < MAX_GROUP_ITEMS {
                     match rx.try_recv() {
                         Ok(job) => {
-                            samples += job.report.metrics.len();
+                            items += job.items();
                             jobs.push(job);
                         }
                         Err(_) => break,
@@ -440,14 +484,33 @@ async fn commit_group(
     index: &SeriesIndex,
     metrics: &SelfMetrics,
     components: &ComponentDirectory,
-    jobs: Vec<WriteJob>,
-) -> Result<Option<CommitDone>, Vec<WriteJob>> {
+    jobs: Vec<Job>,
+) -> Result<Option<CommitDone>, Vec<Job>> {
     let now_ms = chrono::Utc::now().timestamp_millis();
     let mut batch = WriteBatch::default();
     let mut planned: Vec<Planned> = Vec::new();
     let mut help_changes: Vec<(Arc<str>, String)> = Vec::new();
-    let (reports, senders): (Vec<PreparedReport>, Vec<_>) =
-        jobs.into_iter().map(|j| (j.report, j.done)).unzip();
+    let mut reports = Vec::new();
+    let mut senders = Vec::new();
+    // (answer channel, events in the batch from .. to)
+    let mut event_jobs = Vec::new();
+    let mut event_received = Vec::new();
+    for job in jobs {
+        match job {
+            Job::Report(r) => {
+                reports.push(r.report);
+                senders.push(r.done);
+            }
+            Job::Events(e) => {
+                let from = batch.events.len();
+                batch.events.extend(e.events);
+                // Received when the first of a group arrived: one stamp per commit.
+                batch.events_received_ms = batch.events_received_ms.max(e.received_ms);
+                event_received.push(e.received_ms);
+                event_jobs.push((e.done, from, batch.events.len()));
+            }
+        }
+    }
     let mut outcome: Vec<Option<Vec<ItemError>>> = vec![None; reports.len()];
 
     index.with_view(|view| {
@@ -545,7 +608,7 @@ async fn commit_group(
             None => accepted.push((j, done, report.metrics.len())),
         }
     }
-    if accepted.is_empty() {
+    if accepted.is_empty() && event_jobs.is_empty() {
         return Ok(None);
     }
     for p in &planned {
@@ -613,28 +676,54 @@ async fn commit_group(
             for (_, done, n) in accepted {
                 let _ = done.send(Ok(n));
             }
+            let appended = committed.event_seqs.iter().filter(|s| s.is_some()).count();
+            metrics.add_events_ingested(appended as u64);
+            for (done, from, to) in event_jobs {
+                let seqs = committed
+                    .event_seqs
+                    .get(from..to)
+                    .unwrap_or_default()
+                    .to_vec();
+                let _ = done.send(Ok(seqs));
+            }
             Ok(Some(CommitDone {
                 last_seq: committed.last_seq,
                 scalars,
             }))
         }
-        Err(e) if accepted.len() > 1 => {
-            // One report may be what the database refused: commit each on
-            // its own, so a report that would succeed alone never fails
+        Err(e) if accepted.len() + event_jobs.len() > 1 => {
+            // One request may be what the database refused: commit each on
+            // its own, so a request that would succeed alone never fails
             // because of another client's.
-            tracing::warn!(error = %e, reports = accepted.len(), "group commit failed; committing its reports one by one");
+            tracing::warn!(error = %e, requests = accepted.len() + event_jobs.len(), "group commit failed; committing its requests one by one");
             let mut reports: Vec<Option<PreparedReport>> = reports.into_iter().map(Some).collect();
-            Err(accepted
+            let mut retry: Vec<Job> = accepted
                 .into_iter()
                 .filter_map(|(j, done, _)| {
-                    reports[j].take().map(|report| WriteJob { report, done })
+                    reports[j]
+                        .take()
+                        .map(|report| Job::Report(WriteJob { report, done }))
                 })
-                .collect())
+                .collect();
+            let mut events = batch.events;
+            // Split the batch's events back into their requests, last first.
+            for ((done, from, _), received_ms) in event_jobs.into_iter().zip(event_received).rev() {
+                let mine = events.split_off(from);
+                retry.push(Job::Events(EventsJob {
+                    events: mine,
+                    received_ms,
+                    done,
+                }));
+            }
+            Err(retry)
         }
         Err(e) => {
-            tracing::error!(error = %e, "commit of a report failed");
+            tracing::error!(error = %e, "commit of a request failed");
             let message = e.to_string();
             for (_, done, _) in accepted {
+                let _ = done.send(Err(IngestError::Store(StoreError::Setup(message.clone()))));
+            }
+            for (done, _, _) in event_jobs {
                 let _ = done.send(Err(IngestError::Store(StoreError::Setup(message.clone()))));
             }
             Ok(None)

@@ -216,7 +216,7 @@ fn input_events(value: &serde_json::Value, first_seq: i64) -> Result<Vec<StoredE
     };
     let now = chrono::Utc::now().timestamp_millis();
     let body = serde_json::to_vec(events).map_err(|e| e.to_string())?;
-    let parsed = parse_events(&body, usize::MAX, now).map_err(|e| match e {
+    let parsed = parse_events(&body, false, usize::MAX, now).map_err(|e| match e {
         EventsError::MalformedJson(m) => format!("input events: {m}"),
         EventsError::Invalid(items) => items
             .iter()
@@ -229,18 +229,19 @@ fn input_events(value: &serde_json::Value, first_seq: i64) -> Result<Vec<StoredE
         EventsError::TooManyItems { count, .. } => format!("{count} events"),
     })?;
     Ok(parsed
+        .events
         .into_iter()
         .enumerate()
         .map(|(i, e)| StoredEvent {
             seq: first_seq + i as i64,
             event_id: e.event_id,
             event_type: e.event_type,
-            event_time_ms: e.event_time_ms,
+            event_ts: e.event_ts,
             session_id: e.session_id,
             workflow_id: e.workflow_id,
             task_id: e.task_id,
             backend: e.backend,
-            attributes: e.attributes,
+            body: e.body,
             received_ms: now,
         })
         .collect())

@@ -105,6 +105,11 @@ pub struct WriteBatch {
     /// Aggregate checkpoints for histogram/summary series touched by this batch.
     pub states: Vec<(SeriesRef, String)>,
     pub components: Vec<ComponentTouch>,
+    /// Events appended after the samples (an event whose `event_id` is
+    /// stored already is left as it was).
+    pub events: Vec<NewEvent>,
+    /// When the events were received (ms), for retention.
+    pub events_received_ms: i64,
 }
 
 /// Latest value of a series, for the ingest checkpoint.
@@ -122,6 +127,9 @@ pub struct Committed {
     pub new_ids: Vec<i64>,
     /// Sequence number of the last sample written (0 when none).
     pub last_seq: i64,
+    /// Each event's sequence number, in batch order; `None` for an event
+    /// whose `event_id` was stored already (or came earlier in the batch).
+    pub event_seqs: Vec<Option<i64>>,
 }
 
 /// A sample as returned by queries.
@@ -179,9 +187,9 @@ pub struct EventQuery {
     pub session_id: Option<String>,
     pub workflow_id: Option<String>,
     pub task_id: Option<String>,
-    /// Event time range, `[start, end)`.
-    pub start_ms: Option<i64>,
-    pub end_ms: Option<i64>,
+    /// Event time range `[start, end)`, unix seconds.
+    pub start: Option<f64>,
+    pub end: Option<f64>,
     pub after_seq: i64,
     pub limit: u32,
 }
@@ -193,6 +201,18 @@ pub struct EventQuery {
 pub struct LogItems {
     pub samples: Vec<LogSample>,
     pub events: Vec<StoredEvent>,
+}
+
+/// Which of `events` get the returned sequence numbers: the first occurrence
+/// of each `event_id` that the store inserted.
+pub(crate) fn assign_event_seqs(
+    events: &[NewEvent],
+    mut inserted: std::collections::HashMap<String, i64>,
+) -> Vec<Option<i64>> {
+    events
+        .iter()
+        .map(|e| inserted.remove(&e.event_id))
+        .collect()
 }
 
 impl LogItems {
@@ -321,15 +341,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends validated events to the log in one transaction. Returns each
     /// event's sequence number, or `None` when an event with that `event_id`
-    /// was already stored (it is left as it was).
+    /// was already stored (it is left as it was). (The API appends through
+    /// the ingest writer's group commits; this is for everything else.)
     async fn append_events(
         &self,
         events: &[NewEvent],
         now_ms: i64,
-    ) -> Result<Vec<Option<i64>>, StoreError>;
+    ) -> Result<Vec<Option<i64>>, StoreError> {
+        let batch = WriteBatch {
+            events: events.to_vec(),
+            events_received_ms: now_ms,
+            ..WriteBatch::default()
+        };
+        Ok(self.commit(&batch).await?.event_seqs)
+    }
     /// Events matching a query, in sequence order.
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
-    /// Deletes up to `limit` events received before `before_ms`; returns how many.
+    /// Deletes up to `limit` of the oldest events in log order that were
+    /// received before `before_ms` (it stops at the first one received
+    /// later: sequence order is receive order); returns how many.
     async fn delete_events_before(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError>;
 
     /// Highest sequence number in the log, samples and events (0 when empty).

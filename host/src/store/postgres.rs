@@ -11,7 +11,7 @@ use super::{
     LatestValue, Lease, LogItems, LogSampleRecord, PublisherCursor, SampleQuery, SampleRecord,
     SeriesRecord, SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
 };
-use crate::events::{NewEvent, StoredEvent};
+use crate::events::StoredEvent;
 
 /// Advisory lock (bigint key, transaction scope) held while a transaction
 /// takes sequence numbers for the log: samples and events then commit in
@@ -108,16 +108,16 @@ where
     E: sqlx::Executor<'e, Database = Postgres>,
 {
     let rows: Vec<StoredEvent> = sqlx::query_as(
-        "SELECT seq, event_id, event_type, event_time, session_id, workflow_id, task_id,
-               backend, attributes, received_at
+        "SELECT seq, event_id, event_type, event_ts, session_id, workflow_id, task_id,
+               backend, body, received_at
              FROM events
              WHERE seq > $1
                AND (cardinality($2::text[]) = 0 OR event_type = ANY($2))
                AND ($3::text IS NULL OR session_id = $3)
                AND ($4::text IS NULL OR workflow_id = $4)
                AND ($5::text IS NULL OR task_id = $5)
-               AND ($6::int8 IS NULL OR event_time >= $6)
-               AND ($7::int8 IS NULL OR event_time < $7)
+               AND ($6::float8 IS NULL OR event_ts >= $6)
+               AND ($7::float8 IS NULL OR event_ts < $7)
              ORDER BY seq LIMIT $8",
     )
     .bind(q.after_seq)
@@ -125,13 +125,68 @@ where
     .bind(&q.session_id)
     .bind(&q.workflow_id)
     .bind(&q.task_id)
-    .bind(q.start_ms)
-    .bind(q.end_ms)
+    .bind(q.start)
+    .bind(q.end)
     .bind(i64::from(q.limit))
     .fetch_all(exec)
     .await
     .context("listing events")?;
     Ok(rows)
+}
+
+/// Appends events (the caller holds the log append lock), in batch order.
+async fn insert_events(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[crate::events::NewEvent],
+    received_ms: i64,
+) -> Result<Vec<Option<i64>>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids = Vec::with_capacity(events.len());
+    let mut types = Vec::with_capacity(events.len());
+    let mut ts = Vec::with_capacity(events.len());
+    let mut sessions = Vec::with_capacity(events.len());
+    let mut workflows = Vec::with_capacity(events.len());
+    let mut tasks = Vec::with_capacity(events.len());
+    let mut backends = Vec::with_capacity(events.len());
+    let mut bodies = Vec::with_capacity(events.len());
+    for e in events {
+        ids.push(e.event_id.as_str());
+        types.push(e.event_type.as_str());
+        ts.push(e.event_ts);
+        sessions.push(e.session_id.as_deref());
+        workflows.push(e.workflow_id.as_deref());
+        tasks.push(e.task_id.as_deref());
+        backends.push(e.backend.as_deref());
+        bodies.push(e.body.as_str());
+    }
+    let rows = sqlx::query(
+        "INSERT INTO events (event_id, event_type, event_ts, session_id, workflow_id, task_id,
+           backend, body, received_at)
+         SELECT u.id, u.ty, u.ts, u.s, u.w, u.t, u.b, u.body, $9
+         FROM UNNEST($1::text[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::text[]) WITH ORDINALITY AS u(id, ty, ts, s, w, t, b, body, n)
+         ORDER BY u.n
+         ON CONFLICT (event_id) DO NOTHING RETURNING seq, event_id",
+    )
+    .bind(&ids)
+    .bind(&types)
+    .bind(&ts)
+    .bind(&sessions)
+    .bind(&workflows)
+    .bind(&tasks)
+    .bind(&backends)
+    .bind(&bodies)
+    .bind(received_ms)
+    .fetch_all(&mut **tx)
+    .await
+    .context("appending events")?;
+    let inserted = rows
+        .iter()
+        .map(|r| (r.get::<String, _>(1), r.get::<i64, _>(0)))
+        .collect();
+    Ok(super::assign_event_seqs(events, inserted))
 }
 
 #[async_trait]
@@ -183,8 +238,10 @@ impl Store for PostgresStore {
             values.push(row.value);
         }
         let mut last_seq = 0;
-        if n > 0 {
+        if n > 0 || !batch.events.is_empty() {
             lock_log(&mut tx).await?;
+        }
+        if n > 0 {
             last_seq = sqlx::query_scalar::<_, Option<i64>>(
                 "WITH appended AS (
                    INSERT INTO samples (series_id, ts, value)
@@ -221,10 +278,12 @@ impl Store for PostgresStore {
             .await
             .context("recording a component")?;
         }
+        let event_seqs = insert_events(&mut tx, &batch.events, batch.events_received_ms).await?;
         tx.commit().await.context("committing a write")?;
         Ok(Committed {
             new_ids: ids,
             last_seq,
+            event_seqs,
         })
     }
 
@@ -427,50 +486,15 @@ impl Store for PostgresStore {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
-    async fn append_events(
-        &self,
-        events: &[NewEvent],
-        now_ms: i64,
-    ) -> Result<Vec<Option<i64>>, StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .context("beginning an events write")?;
-        lock_log(&mut tx).await?;
-        let mut seqs = Vec::with_capacity(events.len());
-        for e in events {
-            let seq: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO events (event_id, event_type, event_time, session_id, workflow_id,
-                   task_id, backend, attributes, received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (event_id) DO NOTHING RETURNING seq",
-            )
-            .bind(&e.event_id)
-            .bind(&e.event_type)
-            .bind(e.event_time_ms)
-            .bind(&e.session_id)
-            .bind(&e.workflow_id)
-            .bind(&e.task_id)
-            .bind(&e.backend)
-            .bind(&e.attributes)
-            .bind(now_ms)
-            .fetch_optional(&mut *tx)
-            .await
-            .context("appending an event")?;
-            seqs.push(seq);
-        }
-        tx.commit().await.context("committing events")?;
-        Ok(seqs)
-    }
-
     async fn list_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         fetch_events(&self.pool, q).await
     }
 
     async fn delete_events_before(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE received_at < $1 LIMIT $2)",
+            "DELETE FROM events WHERE seq IN (
+               SELECT seq FROM (SELECT seq, received_at FROM events ORDER BY seq LIMIT $2) oldest
+               WHERE received_at < $1)",
         )
         .bind(before_ms)
         .bind(i64::from(limit))

@@ -14,7 +14,7 @@ use super::{
     LatestValue, Lease, LogItems, LogSample, PublisherCursor, SampleQuery, SampleRecord, SampleRow,
     SeriesRecord, SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
 };
-use crate::events::{NewEvent, StoredEvent};
+use crate::events::StoredEvent;
 
 /// SQLite serves one process: every lease is granted and stays held.
 struct LocalLease;
@@ -34,16 +34,16 @@ where
 {
     let types = serde_json::to_string(&q.event_types).unwrap_or_else(|_| "[]".into());
     let rows: Vec<StoredEvent> = sqlx::query_as(
-        "SELECT seq, event_id, event_type, event_time, session_id, workflow_id, task_id,
-           backend, attributes, received_at
+        "SELECT seq, event_id, event_type, event_ts, session_id, workflow_id, task_id,
+           backend, body, received_at
          FROM events
          WHERE seq > ?1
            AND (?2 = '[]' OR event_type IN (SELECT value FROM json_each(?2)))
            AND (?3 IS NULL OR session_id = ?3)
            AND (?4 IS NULL OR workflow_id = ?4)
            AND (?5 IS NULL OR task_id = ?5)
-           AND (?6 IS NULL OR event_time >= ?6)
-           AND (?7 IS NULL OR event_time < ?7)
+           AND (?6 IS NULL OR event_ts >= ?6)
+           AND (?7 IS NULL OR event_ts < ?7)
          ORDER BY seq LIMIT ?8",
     )
     .bind(q.after_seq)
@@ -51,13 +51,86 @@ where
     .bind(&q.session_id)
     .bind(&q.workflow_id)
     .bind(&q.task_id)
-    .bind(q.start_ms)
-    .bind(q.end_ms)
+    .bind(q.start)
+    .bind(q.end)
     .bind(i64::from(q.limit))
     .fetch_all(exec)
     .await
     .context("listing events")?;
     Ok(rows)
+}
+
+/// Event rows per multi-row INSERT, largest first (10 values each).
+const EVENT_CHUNKS: [usize; 4] = [128, 16, 4, 1];
+
+fn insert_events_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO events (seq, event_id, event_type, event_ts, session_id, workflow_id,
+           task_id, backend, body, received_at) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?)");
+    }
+    sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING seq, event_id");
+    sql
+}
+
+/// Appends events after everything in the log: their numbers come from the
+/// samples' AUTOINCREMENT counter, moved past them here, inside the write
+/// transaction (so numbers are handed out in commit order).
+async fn insert_events(
+    tx: &mut Transaction<'_, Sqlite>,
+    events: &[crate::events::NewEvent],
+    received_ms: i64,
+) -> Result<Vec<Option<i64>>, StoreError> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let top: Option<i64> = sqlx::query_scalar(
+        "UPDATE sqlite_sequence SET seq = MAX(seq,
+             COALESCE((SELECT MAX(seq) FROM samples), 0),
+             COALESCE((SELECT MAX(seq) FROM events), 0)) + ?
+         WHERE name = 'samples' RETURNING seq",
+    )
+    .bind(events.len() as i64)
+    .fetch_optional(&mut **tx)
+    .await
+    .context("numbering events")?;
+    let Some(top) = top else {
+        return Err(StoreError::Setup(
+            "the log counter (sqlite_sequence row `samples`) is missing".into(),
+        ));
+    };
+    let first = top - events.len() as i64 + 1;
+    let mut inserted = std::collections::HashMap::with_capacity(events.len());
+    let mut done = 0;
+    for size in EVENT_CHUNKS {
+        let sql = insert_events_sql(size);
+        while events.len() - done >= size {
+            let mut q = sqlx::query(&sql);
+            for (i, e) in events[done..done + size].iter().enumerate() {
+                q = q
+                    .bind(first + (done + i) as i64)
+                    .bind(&e.event_id)
+                    .bind(&e.event_type)
+                    .bind(e.event_ts)
+                    .bind(&e.session_id)
+                    .bind(&e.workflow_id)
+                    .bind(&e.task_id)
+                    .bind(&e.backend)
+                    .bind(&e.body)
+                    .bind(received_ms);
+            }
+            for row in q.fetch_all(&mut **tx).await.context("appending events")? {
+                inserted.insert(row.get::<String, _>(1), row.get::<i64, _>(0));
+            }
+            done += size;
+        }
+    }
+    Ok(super::assign_event_seqs(events, inserted))
 }
 
 /// Sample rows per multi-row INSERT, largest first; every size is a cached statement.
@@ -199,10 +272,12 @@ impl Store for SqliteStore {
             .await
             .context("recording a component")?;
         }
+        let event_seqs = insert_events(&mut tx, &batch.events, batch.events_received_ms).await?;
         tx.commit().await.context("committing a write")?;
         Ok(Committed {
             new_ids: ids,
             last_seq,
+            event_seqs,
         })
     }
 
@@ -415,69 +490,15 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
-    async fn append_events(
-        &self,
-        events: &[NewEvent],
-        now_ms: i64,
-    ) -> Result<Vec<Option<i64>>, StoreError> {
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .context("beginning an events write")?;
-        // Events take their numbers from the samples' AUTOINCREMENT counter,
-        // moved past them here; writing first takes the write lock at once,
-        // so numbers are handed out in commit order.
-        let top: Option<i64> = sqlx::query_scalar(
-            "UPDATE sqlite_sequence SET seq = MAX(seq,
-                 COALESCE((SELECT MAX(seq) FROM samples), 0),
-                 COALESCE((SELECT MAX(seq) FROM events), 0)) + ?
-             WHERE name = 'samples' RETURNING seq",
-        )
-        .bind(events.len() as i64)
-        .fetch_optional(&mut *tx)
-        .await
-        .context("numbering events")?;
-        let Some(top) = top else {
-            return Err(StoreError::Setup(
-                "the log counter (sqlite_sequence row `samples`) is missing".into(),
-            ));
-        };
-        let first = top - events.len() as i64 + 1;
-        let mut seqs = Vec::with_capacity(events.len());
-        for (i, e) in events.iter().enumerate() {
-            let seq: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO events (seq, event_id, event_type, event_time, session_id, workflow_id,
-                   task_id, backend, attributes, received_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (event_id) DO NOTHING RETURNING seq",
-            )
-            .bind(first + i as i64)
-            .bind(&e.event_id)
-            .bind(&e.event_type)
-            .bind(e.event_time_ms)
-            .bind(&e.session_id)
-            .bind(&e.workflow_id)
-            .bind(&e.task_id)
-            .bind(&e.backend)
-            .bind(&e.attributes)
-            .bind(now_ms)
-            .fetch_optional(&mut *tx)
-            .await
-            .context("appending an event")?;
-            seqs.push(seq);
-        }
-        tx.commit().await.context("committing events")?;
-        Ok(seqs)
-    }
-
     async fn list_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         fetch_events(&self.pool, q).await
     }
 
     async fn delete_events_before(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE received_at < ? LIMIT ?)",
+            "DELETE FROM events WHERE seq IN (
+               SELECT seq FROM (SELECT seq, received_at FROM events ORDER BY seq LIMIT ?2)
+               WHERE received_at < ?1)",
         )
         .bind(before_ms)
         .bind(i64::from(limit))
@@ -502,8 +523,8 @@ impl Store for SqliteStore {
         // One statement, so both tables are read from the same snapshot (and
         // in one round trip to the database thread). Sample rows carry
         // (ts, value, component, metric_name, metric_type, labels); event rows
-        // (event_time, -, event_id, event_type, session_id, attributes) and
-        // their other fields.
+        // (-, event_ts, event_id, event_type, session_id, body) and their
+        // other fields.
         let rows = sqlx::query(
             "SELECT * FROM (
                SELECT s.seq, 0 AS is_event, s.ts, s.value, r.component, r.metric_name,
@@ -513,7 +534,7 @@ impl Store for SqliteStore {
                WHERE s.seq > ?1 ORDER BY s.seq LIMIT ?2)
              UNION ALL
              SELECT * FROM (
-               SELECT seq, 1, event_time, 0.0, event_id, event_type, session_id, attributes,
+               SELECT seq, 1, 0, event_ts, event_id, event_type, session_id, body,
                       workflow_id, task_id, backend, received_at
                FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2)",
         )
@@ -540,11 +561,11 @@ impl Store for SqliteStore {
             } else {
                 events.push(StoredEvent {
                     seq: r.get(0),
-                    event_time_ms: r.get(2),
+                    event_ts: r.get(3),
                     event_id: r.get(4),
                     event_type: r.get(5),
                     session_id: r.get(6),
-                    attributes: r.get(7),
+                    body: r.get(7),
                     workflow_id: r.get(8),
                     task_id: r.get(9),
                     backend: r.get(10),

@@ -1,0 +1,278 @@
+//! JSON as Python writes it. `json.dumps` (RHAPSODY's checkpoint files, NoETL's
+//! and AsyncFlow's HTTP clients) writes the non-finite floats as the bare tokens
+//! `NaN`, `Infinity` and `-Infinity`, which strict JSON parsers refuse. Before
+//! parsing, [`mark_non_finite`] turns each such token (outside strings) into a
+//! marker string that cannot occur in accepted text (it starts with a NUL,
+//! and NUL is refused everywhere else); [`write_value`] turns the markers back
+//! into the bare tokens (`Python` style, what `json.loads` reads back) or into
+//! the strings `"NaN"`, `"Infinity"`, `"-Infinity"` (`Strict` style, for
+//! consumers that need strict JSON).
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+/// Marker of a `NaN` token.
+pub const NAN_MARK: &str = "\u{0}NaN";
+/// Marker of an `Infinity` token.
+pub const INF_MARK: &str = "\u{0}Infinity";
+/// Marker of a `-Infinity` token.
+pub const NEG_INF_MARK: &str = "\u{0}-Infinity";
+
+/// How non-finite numbers are written out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonFinite {
+    /// As Python's `json.dumps` writes them: `NaN`, `Infinity`, `-Infinity`.
+    Python,
+    /// As the strings `"NaN"`, `"Infinity"`, `"-Infinity"` (strict JSON).
+    Strict,
+}
+
+/// The number a marker string stands for.
+pub fn marker_value(s: &str) -> Option<f64> {
+    match s {
+        NAN_MARK => Some(f64::NAN),
+        INF_MARK => Some(f64::INFINITY),
+        NEG_INF_MARK => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
+/// Rewrites the bare tokens `NaN`, `Infinity` and `-Infinity` outside strings
+/// as marker strings. Borrows the input when it has none.
+pub fn mark_non_finite(input: &[u8]) -> Cow<'_, [u8]> {
+    // Outside strings, valid JSON never holds an `N` or an `I`.
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut first = None;
+    for (i, &b) in input.iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b'N' || b == b'I' {
+            // `-Infinity` starts at its sign.
+            first = Some(if i > 0 && input[i - 1] == b'-' {
+                i - 1
+            } else {
+                i
+            });
+            break;
+        }
+    }
+    let Some(first) = first else {
+        return Cow::Borrowed(input);
+    };
+    let mut out = Vec::with_capacity(input.len() + 64);
+    // Everything before `first` is copied as is; the scan state there is
+    // "outside a string", found above.
+    let mut i = first;
+    out.extend_from_slice(&input[..i]);
+    in_string = false;
+    escaped = false;
+    while i < input.len() {
+        let b = input[i];
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            i += 1;
+            continue;
+        }
+        let rest = &input[i..];
+        let (token, mark): (&[u8], &str) = if rest.starts_with(b"NaN") {
+            (b"NaN", NAN_MARK)
+        } else if rest.starts_with(b"Infinity") {
+            (b"Infinity", INF_MARK)
+        } else if rest.starts_with(b"-Infinity") {
+            (b"-Infinity", NEG_INF_MARK)
+        } else {
+            if b == b'"' {
+                in_string = true;
+            }
+            out.push(b);
+            i += 1;
+            continue;
+        };
+        out.push(b'"');
+        // The NUL as a JSON escape, so the output stays valid JSON text.
+        out.extend_from_slice(b"\\u0000");
+        out.extend_from_slice(&mark.as_bytes()[1..]);
+        out.push(b'"');
+        i += token.len();
+    }
+    Cow::Owned(out)
+}
+
+/// Writes `v` as JSON text, markers in the given style.
+pub fn write_value(out: &mut String, v: &Value, style: NonFinite) {
+    match v {
+        Value::String(s) => match marker_value(s) {
+            Some(_) => {
+                let token = &s[1..];
+                match style {
+                    NonFinite::Python => out.push_str(token),
+                    NonFinite::Strict => {
+                        out.push('"');
+                        out.push_str(token);
+                        out.push('"');
+                    }
+                }
+            }
+            None => write_string(out, s),
+        },
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(out, item, style);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (k, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(out, k);
+                out.push(':');
+                write_value(out, item, style);
+            }
+            out.push('}');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// Writes a JSON string literal.
+pub fn write_string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let escape = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\r' => "\\r",
+            '\t' => "\\t",
+            c if (c as u32) < 0x20 => {
+                out.push_str(&s[start..i]);
+                out.push_str(&format!("\\u{:04x}", c as u32));
+                start = i + c.len_utf8();
+                continue;
+            }
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        out.push_str(escape);
+        start = i + c.len_utf8();
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// Rewrites stored (Python-style) JSON text in strict style: bare non-finite
+/// tokens become strings. Borrows when there are none.
+pub fn strict_text(text: &str) -> Cow<'_, str> {
+    match mark_non_finite(text.as_bytes()) {
+        Cow::Borrowed(_) => Cow::Borrowed(text),
+        Cow::Owned(marked) => {
+            // `\u0000NaN` → `NaN`: the marked text without the escaped NUL.
+            let marked = String::from_utf8_lossy(&marked).into_owned();
+            Cow::Owned(marked.replace("\"\\u0000", "\""))
+        }
+    }
+}
+
+/// Whether any string in `v` (keys included) holds a NUL that is not a
+/// marker: refused, as neither backend stores one and markers must stay
+/// unambiguous.
+pub fn has_stray_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0') && marker_value(s).is_none(),
+        Value::Array(items) => items.iter().any(has_stray_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, item)| k.contains('\0') || has_stray_nul(item)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(text: &str, style: NonFinite) -> String {
+        let marked = mark_non_finite(text.as_bytes());
+        let v: Value = serde_json::from_slice(&marked).expect("parses");
+        let mut out = String::new();
+        write_value(&mut out, &v, style);
+        out
+    }
+
+    #[test]
+    fn python_tokens_survive_a_round_trip_and_strings_are_left_alone() {
+        let text =
+            r#"{"a":NaN,"b":[Infinity,-Infinity,1.5],"c":"NaN Infinity \"-Infinity\"","d":-1}"#;
+        assert_eq!(round_trip(text, NonFinite::Python), text);
+        assert_eq!(
+            round_trip(text, NonFinite::Strict),
+            r#"{"a":"NaN","b":["Infinity","-Infinity",1.5],"c":"NaN Infinity \"-Infinity\"","d":-1}"#
+        );
+        assert!(matches!(
+            mark_non_finite(br#"{"x":"NaN"}"#),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            strict_text(r#"{"a":NaN,"b":"I"}"#),
+            r#"{"a":"NaN","b":"I"}"#
+        );
+    }
+
+    #[test]
+    fn floats_come_back_bit_exact() {
+        for f in [
+            0.1f64,
+            1700000000.123456,
+            1.0 / 3.0,
+            5e-324,
+            1.7976931348623157e308,
+            -0.0,
+            123456789.98765433,
+        ] {
+            let text = format!("{{\"v\":{}}}", serde_json::to_string(&f).expect("f"));
+            let v: Value = serde_json::from_str(&text).expect("parses");
+            let back = v["v"].as_f64().expect("f64");
+            assert_eq!(back.to_bits(), f.to_bits(), "{f}");
+            let mut out = String::new();
+            write_value(&mut out, &v, NonFinite::Python);
+            let again: Value = serde_json::from_str(&out).expect("parses");
+            assert_eq!(again["v"].as_f64().map(f64::to_bits), Some(f.to_bits()));
+        }
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_stray_nuls_found() {
+        let mut out = String::new();
+        write_string(&mut out, "a\u{1}b\"c\\\n");
+        assert_eq!(out, r#""a\u0001b\"c\\\n""#);
+        let v: Value = serde_json::from_str(r#"{"k":"x\u0000"}"#).expect("parses");
+        assert!(has_stray_nul(&v));
+        let v: Value = serde_json::from_slice(&mark_non_finite(b"[NaN]")).expect("parses");
+        assert!(!has_stray_nul(&v));
+    }
+}
