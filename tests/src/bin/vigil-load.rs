@@ -8,6 +8,11 @@
 //! It prints a human summary on stderr and one JSON line on stdout, so
 //! `vigil-load ... > result.json` keeps only the machine-readable figures.
 //!
+//! With `--events` it drives `POST /api/v2/events` instead: each request carries `--batch`
+//! RHAPSODY-shaped lifecycle events (AsyncFlow's `asyncflow.workflow_id` in `attributes`),
+//! every one with an `event_id` never sent before (a per-client template whose ids are
+//! rewritten in place per request), so every event is stored, none is a duplicate.
+//!
 //! With `--scrape` (after the load) or `--scrape-only` (no load), it also times
 //! `GET /api/metrics/prometheus` `--scrapes` times and reports p50/p99 latency, body size and
 //! line count.
@@ -73,6 +78,8 @@ OPTIONS:
                          at least 64 in total, capped at ~1M pooled samples]
     --timeout D          Per-request timeout [default: 30s]
     --threads N          Tokio worker threads [default: number of CPUs]
+    --events             POST /api/v2/events instead: BATCH RHAPSODY-shaped events per
+                         request, each with a new event_id (none is a duplicate)
     --scrape             After the load, GET /api/metrics/prometheus --scrapes times
     --scrape-only        Only scrape (no load)
     --scrapes N          Number of scrapes [default: 20]
@@ -146,6 +153,7 @@ struct Args {
     scrape: bool,
     scrape_only: bool,
     scrapes: usize,
+    events: bool,
 }
 
 enum ParseOutcome {
@@ -230,6 +238,7 @@ fn parse_args(raw: Vec<String>) -> Result<ParseOutcome, String> {
         scrape: false,
         scrape_only: false,
         scrapes: 20,
+        events: false,
     };
 
     let mut it = raw.into_iter();
@@ -241,14 +250,14 @@ fn parse_args(raw: Vec<String>) -> Result<ParseOutcome, String> {
         // Boolean flags.
         match flag.as_str() {
             "-h" | "--help" => return Ok(ParseOutcome::Help),
-            "--scrape" | "--scrape-only" => {
+            "--scrape" | "--scrape-only" | "--events" => {
                 if inline.is_some() {
                     return Err(format!("{flag} takes no value"));
                 }
-                if flag == "--scrape" {
-                    args.scrape = true;
-                } else {
-                    args.scrape_only = true;
+                match flag.as_str() {
+                    "--scrape" => args.scrape = true,
+                    "--scrape-only" => args.scrape_only = true,
+                    _ => args.events = true,
                 }
                 continue;
             }
@@ -453,6 +462,81 @@ fn build_pool(args: &Args) -> Result<Pool, String> {
     Ok(pool)
 }
 
+/// Digits of the per-event counter in an event id.
+const ID_DIGITS: usize = 12;
+
+/// One client's events body: a JSON array of `batch` events whose ids end in
+/// [`ID_DIGITS`] digits at `id_offsets`, rewritten for every request.
+struct EventTemplate {
+    bytes: Vec<u8>,
+    id_offsets: Vec<usize>,
+    sent: u64,
+}
+
+impl EventTemplate {
+    fn new(client: usize, batch: usize) -> EventTemplate {
+        const TYPES: [&str; 4] = ["TaskCreated", "TaskSubmitted", "TaskStarted", "TaskCompleted"];
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(1.7e9);
+        let mut bytes = Vec::with_capacity(batch * 420);
+        let mut id_offsets = Vec::with_capacity(batch);
+        bytes.push(b'[');
+        for i in 0..batch {
+            if i > 0 {
+                bytes.push(b',');
+            }
+            bytes.extend_from_slice(format!("{{\"event_id\":\"load{client:02}-").as_bytes());
+            id_offsets.push(bytes.len());
+            bytes.extend_from_slice(&[b'0'; ID_DIGITS]);
+            let t = now + i as f64 * 0.000_731;
+            bytes.extend_from_slice(
+                format!(
+                    "\",\"event_type\":\"{}\",\"event_time\":{t},\"emit_time\":{},\"session_id\":\"session.load-{client}\",\
+                     \"backend\":\"concurrent\",\"task_id\":\"task.{:06}\",\"node_id\":null,\"attributes\":\
+                     {{\"executable\":\"/bin/sleep\",\"task_type\":\"ComputeTask\",\"asyncflow.workflow_id\":\"block.{:06}\"}},\
+                     \"duration_seconds\":0.25}}",
+                    TYPES[i % TYPES.len()],
+                    t + 0.0015,
+                    i / TYPES.len(),
+                    i / 40,
+                )
+                .as_bytes(),
+            );
+        }
+        bytes.push(b']');
+        EventTemplate {
+            bytes,
+            id_offsets,
+            sent: 0,
+        }
+    }
+
+    /// The next body: every id new.
+    fn next_body(&mut self) -> Vec<u8> {
+        let mut body = self.bytes.clone();
+        let first = self.sent * self.id_offsets.len() as u64;
+        for (i, &at) in self.id_offsets.iter().enumerate() {
+            let mut n = first + i as u64;
+            for d in (0..ID_DIGITS).rev() {
+                body[at + d] = b'0' + (n % 10) as u8;
+                n /= 10;
+            }
+        }
+        self.sent += 1;
+        body
+    }
+}
+
+/// Where a client's request bodies come from.
+enum Bodies {
+    /// Pre-serialized reports, sent round robin.
+    Reports(Vec<&'static [u8]>),
+    /// An events template, new ids per request.
+    Events(EventTemplate),
+}
+
 // ---------------------------------------------------------------------------------------------
 // Load
 // ---------------------------------------------------------------------------------------------
@@ -518,7 +602,7 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// One request; Ok(()) if 200 and `accepted == batch`.
-async fn send_one(shared: &Shared, body: &'static [u8]) -> Result<(), String> {
+async fn send_one(shared: &Shared, body: reqwest::Body) -> Result<(), String> {
     let resp = shared
         .client
         .post(shared.report_url.clone())
@@ -552,9 +636,12 @@ async fn send_one(shared: &Shared, body: &'static [u8]) -> Result<(), String> {
     }
 }
 
-async fn client_loop(shared: Arc<Shared>, bodies: Vec<&'static [u8]>, c: usize) -> ClientStats {
+async fn client_loop(shared: Arc<Shared>, mut bodies: Bodies, c: usize) -> ClientStats {
     let mut stats = ClientStats::default();
-    let mut i = c % bodies.len().max(1);
+    let mut i = match &bodies {
+        Bodies::Reports(b) => c % b.len().max(1),
+        Bodies::Events(_) => 0,
+    };
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             break;
@@ -568,8 +655,14 @@ async fn client_loop(shared: Arc<Shared>, bodies: Vec<&'static [u8]>, c: usize) 
                 break;
             }
         }
-        let body = bodies[i];
-        i = (i + 1) % bodies.len();
+        let body = match &mut bodies {
+            Bodies::Reports(b) => {
+                let body = b[i];
+                i = (i + 1) % b.len();
+                reqwest::Body::from(body)
+            }
+            Bodies::Events(t) => reqwest::Body::from(t.next_body()),
+        };
         let result = send_one(&shared, body).await;
         let elapsed = t0.elapsed();
         let measured = t0 >= shared.warm_end;
@@ -628,7 +721,16 @@ struct LoadResult {
 
 async fn run_load(args: &Args, client: Client) -> Result<LoadResult, String> {
     let t_build = Instant::now();
-    let pool = build_pool(args)?;
+    let pool = if args.events {
+        Pool {
+            bodies: Vec::new(),
+            series_covered: args.series,
+            total_bytes: 0,
+            total_bodies: 0,
+        }
+    } else {
+        build_pool(args)?
+    };
     let avg_body = pool.total_bytes / pool.total_bodies.max(1);
     eprintln!(
         "vigil-load: built {} bodies ({} per client) in {:.2}s: {:.1} MiB total, ~{} KiB each, \
@@ -664,7 +766,14 @@ async fn run_load(args: &Args, client: Client) -> Result<LoadResult, String> {
     };
     let shared = Arc::new(Shared {
         client,
-        report_url: endpoint(&args.url, "/api/metrics/report"),
+        report_url: endpoint(
+            &args.url,
+            if args.events {
+                "/api/v2/events"
+            } else {
+                "/api/metrics/report"
+            },
+        ),
         batch: args.batch,
         warm_end,
         deadline,
@@ -698,8 +807,15 @@ async fn run_load(args: &Args, client: Client) -> Result<LoadResult, String> {
         })
     };
 
+    let sources: Vec<Bodies> = if args.events {
+        (0..args.clients)
+            .map(|c| Bodies::Events(EventTemplate::new(c, args.batch)))
+            .collect()
+    } else {
+        pool.bodies.into_iter().map(Bodies::Reports).collect()
+    };
     let mut handles = Vec::with_capacity(args.clients);
-    for (c, bodies) in pool.bodies.into_iter().enumerate() {
+    for (c, bodies) in sources.into_iter().enumerate() {
         handles.push(tokio::spawn(client_loop(Arc::clone(&shared), bodies, c)));
     }
     let mut all_lat: Vec<u64> = Vec::new();
