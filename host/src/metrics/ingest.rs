@@ -306,17 +306,21 @@ struct GroupClaims {
     label_sets: FxHashMap<(String, String), u64>,
 }
 
-/// What an accepted report adds to the group's claims.
+/// What an accepted report adds to the group's claims, and the index id of
+/// each of its metrics' series (looked up once, used again when planning).
 #[derive(Default)]
 struct NewClaims {
     names: Vec<(String, String)>,
     label_sets: Vec<((String, String), u64)>,
+    known_ids: Vec<Option<i64>>,
 }
 
 impl GroupClaims {
-    fn add(&mut self, new: NewClaims) {
+    /// Takes the claims; returns the known ids.
+    fn add(&mut self, new: NewClaims) -> Vec<Option<i64>> {
         self.names.extend(new.names);
         self.label_sets.extend(new.label_sets);
+        new.known_ids
     }
 }
 
@@ -391,15 +395,14 @@ fn check_conflicts(
                 }
             }
         }
-        let is_new_series = !plan.contains_key(&m.fingerprint)
-            && view
-                .id_of(
-                    m.fingerprint,
-                    &report.component_name,
-                    &m.name,
-                    &m.labels_key,
-                )
-                .is_none();
+        let known = view.id_of(
+            m.fingerprint,
+            &report.component_name,
+            &m.name,
+            &m.labels_key,
+        );
+        new.known_ids.push(known);
+        let is_new_series = !plan.contains_key(&m.fingerprint) && known.is_none();
         if is_new_series {
             let rendered = render_labels(&report.component_name, &m.labels);
             let key = (m.name.clone(), rendered);
@@ -426,13 +429,7 @@ fn check_conflicts(
         let Some(given) = &m.bounds else { continue };
         let existing = match plan.get(&m.fingerprint) {
             Some(&slot) => aggregate_bounds(&planned[slot].value),
-            None => view
-                .id_of(
-                    m.fingerprint,
-                    &report.component_name,
-                    &m.name,
-                    &m.labels_key,
-                )
+            None => known
                 .and_then(|id| view.aggregate(id))
                 .map(|a| match a {
                     Aggregate::Histogram(h) => h.bounds,
@@ -518,13 +515,13 @@ async fn commit_group(
         let mut group = GroupClaims::default();
         let mut components: FxHashMap<&str, &str> = FxHashMap::default();
         for (j, report) in reports.iter().enumerate() {
-            match check_conflicts(view, report, &group, &plan, &planned) {
+            let known_ids = match check_conflicts(view, report, &group, &plan, &planned) {
                 Ok(new) => group.add(new),
                 Err(errors) => {
                     outcome[j] = Some(errors);
                     continue;
                 }
-            }
+            };
             for (i, m) in report.metrics.iter().enumerate() {
                 if !group.kinds.contains_key(&m.name) {
                     group.kinds.insert(m.name.clone(), m.kind);
@@ -535,12 +532,7 @@ async fn commit_group(
                 let slot = match plan.get(&m.fingerprint) {
                     Some(&slot) if same_series(&reports, planned[slot].source, report, m) => slot,
                     _ => {
-                        let known = view.id_of(
-                            m.fingerprint,
-                            &report.component_name,
-                            &m.name,
-                            &m.labels_key,
-                        );
+                        let known = known_ids.get(i).copied().flatten();
                         let (series, value) = match known {
                             Some(id) => (
                                 SeriesRef::Known(id),
