@@ -95,6 +95,16 @@ pub struct ServeArgs {
     /// Most metrics in one report [default: 10000].
     #[arg(long, env = "VIGIL_MAX_ITEMS_PER_REQUEST")]
     pub max_items_per_request: Option<usize>,
+    // --- executions and provenance streams (issue 13) ---
+    /// Time all debug-field providers together get per execution read [default: 250ms].
+    #[arg(long, env = "VIGIL_DEBUG_FIELDS_BUDGET")]
+    pub debug_fields_budget: Option<String>,
+    /// Interval of keep-alive comments on idle event streams [default: 15s].
+    #[arg(long, env = "VIGIL_STREAM_KEEP_ALIVE")]
+    pub stream_keep_alive: Option<String>,
+    /// Events kept for live stream subscribers; one further behind is cut [default: 4096].
+    #[arg(long, env = "VIGIL_STREAM_BUFFER")]
+    pub stream_buffer: Option<usize>,
 }
 
 /// The config file: the same keys as the flags, with `_`.
@@ -117,6 +127,9 @@ struct FileConfig {
     self_report_component: Option<String>,
     max_body_bytes: Option<usize>,
     max_items_per_request: Option<usize>,
+    debug_fields_budget: Option<String>,
+    stream_keep_alive: Option<String>,
+    stream_buffer: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +200,9 @@ pub struct Config {
     pub self_report_component: String,
     pub max_body_bytes: usize,
     pub max_items_per_request: usize,
+    pub debug_fields_budget: Duration,
+    pub stream_keep_alive: Duration,
+    pub stream_buffer: usize,
 }
 
 /// A configuration problem, reported before anything starts.
@@ -347,7 +363,26 @@ impl Config {
                 .unwrap_or_else(|| "vigil".into()),
             max_body_bytes,
             max_items_per_request,
+            debug_fields_budget: duration(
+                "debug_fields_budget",
+                args.debug_fields_budget.or(file.debug_fields_budget),
+                "250ms",
+            )?,
+            stream_keep_alive: duration(
+                "stream_keep_alive",
+                args.stream_keep_alive.or(file.stream_keep_alive),
+                "15s",
+            )?,
+            stream_buffer: args.stream_buffer.or(file.stream_buffer).unwrap_or(4096),
         };
+        if config.debug_fields_budget.is_zero() || config.stream_keep_alive.is_zero() {
+            return Err(err(
+                "debug_fields_budget and stream_keep_alive must be greater than 0",
+            ));
+        }
+        if !(1..=1_000_000).contains(&config.stream_buffer) {
+            return Err(err("stream_buffer must be from 1 to 1000000 events"));
+        }
         config.check_exposure()?;
         if config.retention.is_zero() {
             return Err(err("retention must be greater than 0"));

@@ -64,6 +64,7 @@ pub fn spawn_writer(
     store: Arc<dyn Store>,
     index: Arc<SeriesIndex>,
     metrics: Arc<SelfMetrics>,
+    head: Arc<crate::bus::LogHead>,
 ) -> (IngestHandle, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<WriteJob>(256);
     let task = tokio::spawn(async move {
@@ -100,6 +101,7 @@ pub fn spawn_writer(
                     }
                 }
                 if let Some(done) = commit_group(store.as_ref(), &index, &metrics, jobs).await {
+                    head.bump(done.last_seq);
                     checkpoint.record(done);
                 }
             }

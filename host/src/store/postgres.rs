@@ -13,6 +13,8 @@ use super::{
 };
 use crate::events::{NewEvent, StoredEvent};
 
+mod executions;
+
 /// Advisory lock (bigint key, transaction scope) held while a transaction
 /// takes sequence numbers for the log: samples and events then commit in
 /// sequence order, even with several replicas, so a reader that has seen
@@ -118,6 +120,9 @@ where
                AND ($5::text IS NULL OR task_id = $5)
                AND ($6::int8 IS NULL OR event_time >= $6)
                AND ($7::int8 IS NULL OR event_time < $7)
+               AND ($9::text IS NULL OR attributes::jsonb -> 'execution_id' = to_jsonb($9::text))
+               AND ($10::text IS NULL OR attributes::jsonb -> 'source_id' = to_jsonb($10::text))
+               AND ($11::text IS NULL OR attributes::jsonb -> 'project_module' = to_jsonb($11::text))
              ORDER BY seq LIMIT $8",
     )
     .bind(q.after_seq)
@@ -128,6 +133,9 @@ where
     .bind(q.start_ms)
     .bind(q.end_ms)
     .bind(i64::from(q.limit))
+    .bind(&q.execution_id)
+    .bind(&q.source_id)
+    .bind(&q.project_module)
     .fetch_all(exec)
     .await
     .context("listing events")?;

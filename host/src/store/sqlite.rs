@@ -16,6 +16,8 @@ use super::{
 };
 use crate::events::{NewEvent, StoredEvent};
 
+mod executions;
+
 /// SQLite serves one process: every lease is granted and stays held.
 struct LocalLease;
 
@@ -44,6 +46,9 @@ where
            AND (?5 IS NULL OR task_id = ?5)
            AND (?6 IS NULL OR event_time >= ?6)
            AND (?7 IS NULL OR event_time < ?7)
+           AND (?9 IS NULL OR json_extract(attributes, '$.execution_id') = ?9)
+           AND (?10 IS NULL OR json_extract(attributes, '$.source_id') = ?10)
+           AND (?11 IS NULL OR json_extract(attributes, '$.project_module') = ?11)
          ORDER BY seq LIMIT ?8",
     )
     .bind(q.after_seq)
@@ -54,6 +59,9 @@ where
     .bind(q.start_ms)
     .bind(q.end_ms)
     .bind(i64::from(q.limit))
+    .bind(&q.execution_id)
+    .bind(&q.source_id)
+    .bind(&q.project_module)
     .fetch_all(exec)
     .await
     .context("listing events")?;
