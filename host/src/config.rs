@@ -102,9 +102,12 @@ pub struct ServeArgs {
     /// Interval of keep-alive comments on idle event streams [default: 15s].
     #[arg(long, env = "VIGIL_STREAM_KEEP_ALIVE")]
     pub stream_keep_alive: Option<String>,
-    /// Events kept for live stream subscribers; one further behind is cut [default: 4096].
+    /// Events kept in memory for live stream subscribers [default: 4096].
     #[arg(long, env = "VIGIL_STREAM_BUFFER")]
     pub stream_buffer: Option<usize>,
+    /// A live stream subscriber behind the live log for this long is cut [default: 10s].
+    #[arg(long, env = "VIGIL_STREAM_SLOW_AFTER")]
+    pub stream_slow_after: Option<String>,
 }
 
 /// The config file: the same keys as the flags, with `_`.
@@ -130,6 +133,7 @@ struct FileConfig {
     debug_fields_budget: Option<String>,
     stream_keep_alive: Option<String>,
     stream_buffer: Option<usize>,
+    stream_slow_after: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +207,7 @@ pub struct Config {
     pub debug_fields_budget: Duration,
     pub stream_keep_alive: Duration,
     pub stream_buffer: usize,
+    pub stream_slow_after: Duration,
 }
 
 /// A configuration problem, reported before anything starts.
@@ -374,6 +379,11 @@ impl Config {
                 "15s",
             )?,
             stream_buffer: args.stream_buffer.or(file.stream_buffer).unwrap_or(4096),
+            stream_slow_after: duration(
+                "stream_slow_after",
+                args.stream_slow_after.or(file.stream_slow_after),
+                "10s",
+            )?,
         };
         if config.debug_fields_budget.is_zero() || config.stream_keep_alive.is_zero() {
             return Err(err(

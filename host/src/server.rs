@@ -138,7 +138,11 @@ pub async fn run(
         head.clone(),
     );
     let (stop_tx, stop_rx) = watch::channel(false);
-    let live = LiveHub::new(config.stream_buffer, stop_rx.clone());
+    let live = LiveHub::new(
+        config.stream_buffer,
+        config.stream_slow_after,
+        stop_rx.clone(),
+    );
     let debug_fields = Arc::new(DebugFieldProviders::new(config.debug_fields_budget));
     let config = Arc::new(config);
     let state = AppState {

@@ -25,9 +25,11 @@
 //! data: {"error":{"code":"slow_subscriber","message":"…","last_event_id":41}}
 //! ```
 //!
-//! `code` is `slow_subscriber` (the client fell further behind the live log
-//! than the server keeps for live subscribers, `--stream-buffer` events),
-//! `shutting_down` or `internal`; the client reconnects with `Last-Event-ID`.
+//! `code` is `slow_subscriber` (the client has not kept up with the live log
+//! for longer than `--stream-slow-after`; a short burst larger than the
+//! `--stream-buffer` events kept in memory is caught up from the stored log
+//! instead), `shutting_down` or `internal`; the client reconnects with
+//! `Last-Event-ID`.
 
 use std::convert::Infallible;
 

@@ -9,11 +9,13 @@
 //! arrives in memory. Memory per subscriber is bounded: the ring is shared,
 //! a history page holds at most about [`PAGE_BYTES`] (at least one event),
 //! and an event larger than [`INLINE_BYTES`] is not kept in the ring but read
-//! from the store by each subscriber that reaches it. A subscriber that falls
-//! more than the ring's capacity behind the live head is cut: its follower
-//! ends with [`FollowItem::Cut`] saying why, and the client resumes from the
-//! last id it received. Nobody waits for a slow subscriber: the hub never
-//! blocks on a send.
+//! from the store by each subscriber that reaches it. A subscriber that
+//! falls more than the ring's capacity behind (a burst) catches up from the
+//! stored log and joins the ring again; one that has not caught up with the
+//! live log for longer than `--stream-slow-after` is cut: its follower ends
+//! with [`FollowItem::Cut`] saying why, and the client resumes from the last
+//! id it received. Nobody waits for a slow subscriber: the hub never blocks
+//! on a send.
 //!
 //! Does not own HTTP (see `api::streams`) nor event rendering (that is
 //! [`StoredEvent::to_json`]).
@@ -113,6 +115,7 @@ pub struct LiveHub {
     position: parking_lot::Mutex<i64>,
     subscribers: AtomicI64,
     capacity: usize,
+    slow_after: Duration,
     stopping: watch::Receiver<bool>,
 }
 
@@ -126,13 +129,16 @@ impl std::fmt::Debug for LiveHub {
 }
 
 impl LiveHub {
-    /// A hub whose ring holds `capacity` events; followers end when `stop` turns true.
-    pub fn new(capacity: usize, stop: watch::Receiver<bool>) -> Arc<LiveHub> {
+    /// A hub whose ring holds `capacity` events; a follower that has not
+    /// caught up with the live log for `slow_after` is cut; followers end
+    /// when `stop` turns true.
+    pub fn new(capacity: usize, slow_after: Duration, stop: watch::Receiver<bool>) -> Arc<LiveHub> {
         Arc::new(LiveHub {
             tx: broadcast::channel(capacity.max(1)).0,
             position: parking_lot::Mutex::new(0),
             subscribers: AtomicI64::new(0),
             capacity: capacity.max(1),
+            slow_after,
             stopping: stop,
         })
     }
@@ -245,6 +251,9 @@ pub struct Follower {
     page_limit: u32,
     pending: VecDeque<(i64, Arc<str>)>,
     mode: Mode,
+    /// When it last had nothing left to receive from the ring (`None`
+    /// until it first went live: reading old history is never "slow").
+    caught_up_at: Option<tokio::time::Instant>,
     stopping: watch::Receiver<bool>,
     _guard: SubscriberGuard,
 }
@@ -260,6 +269,7 @@ impl Follower {
             page_limit: FIRST_PAGE,
             pending: VecDeque::new(),
             mode: Mode::History { joined: None },
+            caught_up_at: None,
             stopping: hub.stopping.clone(),
             _guard: SubscriberGuard(hub.clone()),
             hub,
@@ -310,6 +320,26 @@ impl Follower {
         Ok(())
     }
 
+    /// Whether it has been behind the live log for longer than allowed.
+    fn behind_too_long(&self) -> bool {
+        self.caught_up_at
+            .is_some_and(|at| at.elapsed() > self.hub.slow_after)
+    }
+
+    fn cut(&mut self) -> FollowItem {
+        self.mode = Mode::Done;
+        FollowItem::Cut {
+            code: "slow_subscriber",
+            message: format!(
+                "this subscriber has not kept up with the live log for more than {} ms \
+                 (more than the {} events the server keeps for live subscribers arrived \
+                 while it read); reconnect with Last-Event-ID to resume from the stored log",
+                self.hub.slow_after.as_millis(),
+                self.hub.capacity
+            ),
+        }
+    }
+
     /// The next item; `None` after a cut.
     pub async fn next(&mut self) -> Result<Option<FollowItem>, StoreError> {
         loop {
@@ -334,6 +364,9 @@ impl Follower {
                             return Err(e);
                         }
                     };
+                    if full && self.behind_too_long() {
+                        return Ok(Some(self.cut()));
+                    }
                     self.mode = match (full, joined) {
                         (true, joined) => Mode::History { joined },
                         // Caught up: join the ring, then read once more for
@@ -346,12 +379,20 @@ impl Follower {
                     };
                 }
                 Mode::Live(mut rx) => {
+                    let waiting = rx.is_empty();
+                    if waiting {
+                        self.caught_up_at = Some(tokio::time::Instant::now());
+                    }
                     let received = tokio::select! {
                         r = rx.recv() => r,
                         _ = self.stopping.wait_for(|s| *s) => continue,
                     };
                     match received {
                         Ok(live) => {
+                            if waiting {
+                                // Up to the moment this arrived, nothing was pending.
+                                self.caught_up_at = Some(tokio::time::Instant::now());
+                            }
                             self.mode = Mode::Live(rx);
                             if live.seq <= self.scanned {
                                 continue;
@@ -366,16 +407,13 @@ impl Follower {
                                 None => self.read_one(live.seq).await?,
                             }
                         }
-                        Err(broadcast::error::RecvError::Lagged(missed)) => {
-                            return Ok(Some(FollowItem::Cut {
-                                code: "slow_subscriber",
-                                message: format!(
-                                    "this subscriber fell {missed} events behind the live log \
-                                     (the server keeps {} per replica for live subscribers); \
-                                     reconnect with Last-Event-ID to resume from the stored log",
-                                    self.hub.capacity
-                                ),
-                            }));
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            if self.behind_too_long() {
+                                return Ok(Some(self.cut()));
+                            }
+                            // A burst larger than the ring: catch up from
+                            // the stored log, then join the ring again.
+                            self.mode = Mode::History { joined: None };
                         }
                         Err(broadcast::error::RecvError::Closed) => {
                             return Ok(Some(FollowItem::Cut {
