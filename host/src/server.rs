@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
 use crate::bus::{DeliveryManager, DeliverySettings, LiveHub, LogHead};
-use crate::executions::debug_fields::DebugFieldProviders;
 use crate::components::ComponentDirectory;
 use crate::config::Config;
+use crate::executions::debug_fields::DebugFieldProviders;
 use crate::metrics::index::SeriesIndex;
 use crate::metrics::ingest::{rebuild_index, spawn_writer};
 use crate::plugins::{PluginEngine, PluginRegistry};
@@ -131,12 +131,8 @@ pub async fn run(
             source,
         }
     })?));
-    let (ingest, writer) = spawn_writer(
-        store.clone(),
-        index.clone(),
-        metrics.clone(),
-        head.clone(),
-    );
+    let (ingest, writer) =
+        spawn_writer(store.clone(), index.clone(), metrics.clone(), head.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
     let live = LiveHub::new(
         config.stream_buffer,

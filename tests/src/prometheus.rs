@@ -28,14 +28,19 @@ impl TestPrometheus {
     /// (a loud skip, or a panic under `VIGIL_TEST_REQUIRE_SERVICES=1`) when
     /// the `prometheus` binary is not installed.
     pub async fn start(targets: &[SocketAddr]) -> Option<TestPrometheus> {
-        if Command::new("prometheus").arg("--version").output().is_err() {
+        if Command::new("prometheus")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             skip_or_fail(
                 "Prometheus: install Debian's `prometheus` package",
                 "prometheus required but not installed",
             );
             return None;
         }
-        let dir = std::env::temp_dir().join(format!("vigil-prom-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("vigil-prom-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(dir.join("data")).expect("prometheus dir");
         let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
         let config = format!(
@@ -45,8 +50,14 @@ impl TestPrometheus {
         std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
         let addr = free_port();
         let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--log.level=warn")
             .stdin(Stdio::null())
@@ -91,12 +102,21 @@ impl TestPrometheus {
         let deadline = Instant::now() + timeout;
         loop {
             let answer = self.query(expr).await;
-            assert_eq!(answer["status"], "success", "query `{expr}` failed: {answer}");
-            let result = answer["data"]["result"].as_array().cloned().unwrap_or_default();
+            assert_eq!(
+                answer["status"], "success",
+                "query `{expr}` failed: {answer}"
+            );
+            let result = answer["data"]["result"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             if !result.is_empty() {
                 return result;
             }
-            assert!(Instant::now() < deadline, "query `{expr}` stayed empty for {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "query `{expr}` stayed empty for {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }

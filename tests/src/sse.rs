@@ -23,7 +23,8 @@ pub struct SseMessage {
 impl SseMessage {
     /// `data` as JSON.
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {}", self.data))
+        serde_json::from_str(&self.data)
+            .unwrap_or_else(|e| panic!("SSE data is not JSON ({e}): {}", self.data))
     }
 
     /// The id as a sequence number.
@@ -58,7 +59,10 @@ impl SseStream {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         if status != 200 {
-            panic!("SSE {path}: {status} {}", resp.text().await.unwrap_or_default());
+            panic!(
+                "SSE {path}: {status} {}",
+                resp.text().await.unwrap_or_default()
+            );
         }
         let ct = headers
             .get("content-type")

@@ -12,12 +12,14 @@ fn dashboard() -> Value {
         .parent()
         .expect("repo")
         .join("dashboards/grafana/vigil.json");
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard file")).expect("dashboard JSON")
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard file"))
+        .expect("dashboard JSON")
 }
 
 /// What Grafana puts in place of the dashboard's variables.
 fn as_grafana_sends(expr: &str) -> String {
-    expr.replace("$__rate_interval", "1m").replace("$instance", ".*")
+    expr.replace("$__rate_interval", "1m")
+        .replace("$instance", ".*")
 }
 
 #[test]
@@ -26,7 +28,10 @@ fn the_dashboard_is_well_formed() {
     assert_eq!(d["uid"], "vigil-ops");
     let panels = d["panels"].as_array().expect("panels");
     assert!(panels.len() >= 10);
-    let mut ids: Vec<i64> = panels.iter().map(|p| p["id"].as_i64().expect("id")).collect();
+    let mut ids: Vec<i64> = panels
+        .iter()
+        .map(|p| p["id"].as_i64().expect("id"))
+        .collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), panels.len(), "panel ids are unique");
@@ -37,13 +42,22 @@ fn the_dashboard_is_well_formed() {
         assert!(!targets.is_empty(), "{}", p["title"]);
         for t in targets {
             let expr = t["expr"].as_str().expect("expr");
-            assert!(expr.contains("instance=~\"$instance\""), "{expr}: filters by the replica variable");
+            assert!(
+                expr.contains("instance=~\"$instance\""),
+                "{expr}: filters by the replica variable"
+            );
         }
     }
     // The panels the debug order needs are there.
     let exprs: String = panels
         .iter()
-        .flat_map(|p| p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_string()))
+        .flat_map(|p| {
+            p["targets"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["expr"].as_str().unwrap().to_string())
+        })
         .collect::<Vec<_>>()
         .join("\n");
     for family in [
@@ -73,18 +87,40 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus_scraping_vi
             receiver.url("/ingest")
         ),
     );
-    let server = TestServer::builder(&db).plugin_dir(dir.path()).start().await;
-    server
-        .wait_publisher("hook", Duration::from_secs(30), "cursor opened", |p| p["cursor_seq"] == 0)
+    let server = TestServer::builder(&db)
+        .plugin_dir(dir.path())
+        .start()
         .await;
-    let Some(prometheus) = TestPrometheus::start(&[server.metrics_addr().expect("metrics listener")]).await else {
+    server
+        .wait_publisher("hook", Duration::from_secs(30), "cursor opened", |p| {
+            p["cursor_seq"] == 0
+        })
+        .await;
+    let Some(prometheus) =
+        TestPrometheus::start(&[server.metrics_addr().expect("metrics listener")]).await
+    else {
         return;
     };
     // Something for every panel: samples, events, executions, a stream.
-    server.report_ok(&report("dash", (0..50).map(|i| gauge("dash_g", i as f64).help("h")))).await;
-    let (status, _) = status_json(server.post_json("/api/v2/events", &json!({"event_type": "TaskCreated"})).await).await;
+    server
+        .report_ok(&report(
+            "dash",
+            (0..50).map(|i| gauge("dash_g", i as f64).help("h")),
+        ))
+        .await;
+    let (status, _) = status_json(
+        server
+            .post_json("/api/v2/events", &json!({"event_type": "TaskCreated"}))
+            .await,
+    )
+    .await;
     assert_eq!(status, 200);
-    let (status, _) = status_json(server.post_json("/api/v2/executions", &json!({"backend": "dim"})).await).await;
+    let (status, _) = status_json(
+        server
+            .post_json("/api/v2/executions", &json!({"backend": "dim"}))
+            .await,
+    )
+    .await;
     assert_eq!(status, 201);
     let _stream = SseStream::open(&server, "/api/v2/events/stream?cursor=latest", None).await;
     let up = prometheus
@@ -100,13 +136,18 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus_scraping_vi
     for panel in d["panels"].as_array().unwrap() {
         for target in panel["targets"].as_array().unwrap() {
             let expr = as_grafana_sends(target["expr"].as_str().unwrap());
-            let result = prometheus.query_until_some(&expr, Duration::from_secs(30)).await;
+            let result = prometheus
+                .query_until_some(&expr, Duration::from_secs(30))
+                .await;
             assert!(!result.is_empty(), "{}: {expr}", panel["title"]);
         }
     }
     // The gauges a panel reads have the values Vigil has.
     let executions = prometheus
-        .query_until_some("vigil_executions{backend=\"dim\",state=\"pending\"}", Duration::from_secs(10))
+        .query_until_some(
+            "vigil_executions{backend=\"dim\",state=\"pending\"}",
+            Duration::from_secs(10),
+        )
         .await;
     assert_eq!(executions[0]["value"][1], "1");
     let subscribers = prometheus

@@ -48,7 +48,10 @@ async fn dim_and_slurm_fields_are_exactly_as_specified_through_the_host(backend:
     let dir = PluginDir::new();
     dir.install("dim", "dim");
     dir.install("slurm", "slurm");
-    let server = TestServer::builder(&db).plugin_dir(dir.path()).start().await;
+    let server = TestServer::builder(&db)
+        .plugin_dir(dir.path())
+        .start()
+        .await;
     serving(&server, &["dim", "slurm"]).await;
     for plugin in ["dim", "slurm"] {
         let cases = table(plugin);
@@ -59,7 +62,11 @@ async fn dim_and_slurm_fields_are_exactly_as_specified_through_the_host(backend:
             )
             .await;
             let got = read(&server, &id).await;
-            assert_eq!(got["debug_fields"], case["expect"], "{plugin}: {}", case["name"]);
+            assert_eq!(
+                got["debug_fields"], case["expect"],
+                "{plugin}: {}",
+                case["name"]
+            );
             assert_eq!(got["debug_errors"], json!([]), "{plugin}: {}", case["name"]);
         }
     }
@@ -71,7 +78,11 @@ async fn dim_and_slurm_fields_are_exactly_as_specified_through_the_host(backend:
     .await;
     assert_eq!(read(&server, &other).await["debug_fields"], json!({}));
     // Fields follow updates of the profile and scheduler ids.
-    let id = create(&server, json!({"backend": "dim", "profile": {"host": "h1"}})).await;
+    let id = create(
+        &server,
+        json!({"backend": "dim", "profile": {"host": "h1"}}),
+    )
+    .await;
     assert_eq!(read(&server, &id).await["debug_fields"], json!({}));
     let (status, _) = status_json(
         server
@@ -91,12 +102,23 @@ async fn dim_and_slurm_fields_are_exactly_as_specified_through_the_host(backend:
     // Lists ask the providers only when told to.
     let (_, page) = status_json(server.get("/api/v2/executions?backend=dim&limit=1").await).await;
     assert!(page["executions"][0].get("debug_fields").is_none());
-    let (_, page) = status_json(server.get("/api/v2/executions?backend=dim&limit=1&debug_fields=true").await).await;
-    assert_eq!(page["executions"][0]["debug_fields"], table("dim")[0]["expect"]);
+    let (_, page) = status_json(
+        server
+            .get("/api/v2/executions?backend=dim&limit=1&debug_fields=true")
+            .await,
+    )
+    .await;
+    assert_eq!(
+        page["executions"][0]["debug_fields"],
+        table("dim")[0]["expect"]
+    );
 }
 
 fn host_triple() -> String {
-    let out = Command::new("rustc").arg("-vV").output().expect("run rustc -vV");
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("run rustc -vV");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
@@ -108,7 +130,11 @@ fn the_dim_and_slurm_tables_pass_natively_through_the_sdk() {
     // The plugin crates' own tests: the same case tables, against the SDK's
     // `DebugFields` trait, compiled for this machine instead of wasm.
     let root = plugins::plugins_dir();
-    let target_dir = Path::new(&root).parent().expect("repo").join("target").join("wasm");
+    let target_dir = Path::new(&root)
+        .parent()
+        .expect("repo")
+        .join("target")
+        .join("wasm");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
         .args(["test", "--locked", "-p", "dim", "-p", "slurm", "--target"])
@@ -129,7 +155,10 @@ fn the_dim_and_slurm_tables_pass_natively_through_the_sdk() {
         "a_port_that_is_not_a_port_leaves_the_fields_out",
         "only_the_documented_job_id_form_yields_a_session_dir",
     ] {
-        assert!(text.contains(&format!("{test} ... ok")), "{test} did not run:\n{text}");
+        assert!(
+            text.contains(&format!("{test} ... ok")),
+            "{test} did not run:\n{text}"
+        );
     }
 }
 
@@ -161,7 +190,10 @@ async fn hostile_providers_leave_errors_and_the_answer_comes_within_the_budget(b
         let took = started.elapsed();
         // The hanging provider runs for 3 s; the answer waits 300 ms at most
         // (the margin is for a loaded test machine, not the budget).
-        assert!(took < Duration::from_millis(2000), "round {round}: {took:?}");
+        assert!(
+            took < Duration::from_millis(2000),
+            "round {round}: {took:?}"
+        );
         assert_eq!(
             got["debug_fields"],
             json!({"dim_graph_status_url": "http://dim:8001/api/sessions/s1/graph/status",
@@ -174,20 +206,33 @@ async fn hostile_providers_leave_errors_and_the_answer_comes_within_the_budget(b
                 .iter()
                 .find(|e| e["plugin"] == plugin)
                 .and_then(|e| e["reason"].as_str())
-                .unwrap_or_else(|| panic!("round {round}: no debug_errors entry for {plugin}: {got:#}"))
+                .unwrap_or_else(|| {
+                    panic!("round {round}: no debug_errors entry for {plugin}: {got:#}")
+                })
                 .to_string()
         };
         let hang = reason("hang");
         assert!(
-            hang.contains("budget") || hang.contains("busy") || hang.contains("time limit") || hang.contains("restarting"),
+            hang.contains("budget")
+                || hang.contains("busy")
+                || hang.contains("time limit")
+                || hang.contains("restarting"),
             "round {round}: {hang}"
         );
         let trap = reason("trap");
         assert!(
-            trap.contains("panic") || trap.contains("trap") || trap.contains("restarting") || trap.contains("quarantined") || trap.contains("unreachable"),
+            trap.contains("panic")
+                || trap.contains("trap")
+                || trap.contains("restarting")
+                || trap.contains("quarantined")
+                || trap.contains("unreachable"),
             "round {round}: {trap}"
         );
-        assert!(reason("garbage").contains("invalid fields") || reason("garbage").contains("fields; at most"), "round {round}");
+        assert!(
+            reason("garbage").contains("invalid fields")
+                || reason("garbage").contains("fields; at most"),
+            "round {round}"
+        );
         assert_eq!(errors.len(), 3, "{errors:#?}");
         for e in errors {
             let r = e["reason"].as_str().unwrap();
@@ -203,7 +248,11 @@ async fn hostile_providers_leave_errors_and_the_answer_comes_within_the_budget(b
         ("duplicate", "given twice"),
         ("error", "fields() returned an error: garbage"),
     ] {
-        let id = create(&server, json!({"backend": "hostile", "attributes": {"garbage": kind}})).await;
+        let id = create(
+            &server,
+            json!({"backend": "hostile", "attributes": {"garbage": kind}}),
+        )
+        .await;
         let got = read(&server, &id).await;
         assert_eq!(got["debug_fields"], json!({}), "{kind}");
         let reason = got["debug_errors"]
@@ -220,7 +269,13 @@ async fn hostile_providers_leave_errors_and_the_answer_comes_within_the_budget(b
     let statuses = futures::future::join_all((0..20).map(|_| {
         let server = &server;
         let id = &id;
-        async move { server.get(&format!("/api/v2/executions/{id}")).await.status().as_u16() }
+        async move {
+            server
+                .get(&format!("/api/v2/executions/{id}"))
+                .await
+                .status()
+                .as_u16()
+        }
     }))
     .await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");

@@ -23,7 +23,10 @@ fn allowed(from: &str, to: &str) -> bool {
     matches!(
         (from, to),
         ("pending", "submitted" | "running" | "failed" | "cancelled")
-            | ("submitted", "running" | "completed" | "failed" | "cancelled")
+            | (
+                "submitted",
+                "running" | "completed" | "failed" | "cancelled"
+            )
             | ("running", "completed" | "failed" | "cancelled")
     )
 }
@@ -93,7 +96,10 @@ async fn executions_are_created_read_listed_and_updated(backend: Backend) {
     // The same id again is a conflict and changes nothing.
     let err = expect_error(
         server
-            .post_json("/api/v2/executions", &json!({"id": "run-1", "backend": "slurm"}))
+            .post_json(
+                "/api/v2/executions",
+                &json!({"id": "run-1", "backend": "slurm"}),
+            )
             .await,
         409,
         "already_exists",
@@ -107,7 +113,12 @@ async fn executions_are_created_read_listed_and_updated(backend: Backend) {
     assert_eq!(one["project_module"], "survey.pipeline");
     assert_eq!(one["debug_fields"], json!({}));
     assert_eq!(one["debug_errors"], json!([]));
-    expect_error(server.get("/api/v2/executions/nope").await, 404, "not_found").await;
+    expect_error(
+        server.get("/api/v2/executions/nope").await,
+        404,
+        "not_found",
+    )
+    .await;
 
     // Update: merge patches (null removes), a transition records its time.
     let (status, updated) = status_json(
@@ -122,22 +133,33 @@ async fn executions_are_created_read_listed_and_updated(backend: Backend) {
     .await;
     assert_eq!(status, 200, "{updated:#}");
     assert_eq!(updated["state"], "submitted");
-    assert_eq!(updated["attributes"], json!({"priority": 3, "queue": "gpu"}));
+    assert_eq!(
+        updated["attributes"],
+        json!({"priority": 3, "queue": "gpu"})
+    );
     assert_eq!(
         updated["scheduler_ids"],
         json!({"session_id": "sess-1", "job_id": "99"})
     );
     assert!(updated["state_times"]["submitted"].is_string());
-    assert_eq!(get_execution(&server, "run-1").await["attributes"]["queue"], "gpu");
+    assert_eq!(
+        get_execution(&server, "run-1").await["attributes"]["queue"],
+        "gpu"
+    );
     // The same state again is a no-op, not a conflict.
-    let (status, same) = status_json(patch(&server, "run-1", json!({"state": "submitted"})).await).await;
-    assert_eq!((status, same["version"].clone()), (200, updated["version"].clone()));
+    let (status, same) =
+        status_json(patch(&server, "run-1", json!({"state": "submitted"})).await).await;
+    assert_eq!(
+        (status, same["version"].clone()),
+        (200, updated["version"].clone())
+    );
 
     // Lists: filters and paging.
     let list = |q: &'static str| {
         let server = &server;
         async move {
-            let (status, page) = status_json(server.get(&format!("/api/v2/executions?{q}")).await).await;
+            let (status, page) =
+                status_json(server.get(&format!("/api/v2/executions?{q}")).await).await;
             assert_eq!(status, 200, "{q}: {page:#}");
             page
         }
@@ -152,15 +174,29 @@ async fn executions_are_created_read_listed_and_updated(backend: Backend) {
     };
     assert_eq!(ids(&list("").await).len(), 3);
     assert_eq!(ids(&list("backend=dim").await), vec!["run-1"]);
-    assert_eq!(ids(&list("source_id=src-7").await), vec!["run-1".to_string(), slurm_id.clone()]);
-    assert_eq!(ids(&list("project_module=survey.pipeline").await), vec!["run-1"]);
+    assert_eq!(
+        ids(&list("source_id=src-7").await),
+        vec!["run-1".to_string(), slurm_id.clone()]
+    );
+    assert_eq!(
+        ids(&list("project_module=survey.pipeline").await),
+        vec!["run-1"]
+    );
     assert_eq!(ids(&list("state=running,submitted").await).len(), 2);
     assert_eq!(ids(&list("state=failed").await).len(), 0);
-    assert!(list("").await["executions"][0].get("debug_fields").is_none());
-    assert_eq!(list("debug_fields=true").await["executions"][0]["debug_fields"], json!({}));
+    assert!(list("").await["executions"][0]
+        .get("debug_fields")
+        .is_none());
+    assert_eq!(
+        list("debug_fields=true").await["executions"][0]["debug_fields"],
+        json!({})
+    );
     let first = list("limit=2").await;
     assert_eq!(ids(&first).len(), 2);
-    let cursor = first["next_cursor"].as_str().expect("a next page").to_string();
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
     let second = status_json(
         server
             .get(&format!("/api/v2/executions?limit=2&cursor={cursor}"))
@@ -172,7 +208,13 @@ async fn executions_are_created_read_listed_and_updated(backend: Backend) {
     assert!(second["next_cursor"].is_null());
     let future = "start=2999-01-01T00:00:00Z";
     assert_eq!(ids(&list(future).await).len(), 0);
-    for bad in ["state=done", "limit=0", "cursor=abc", "colour=red", "backend=DIM"] {
+    for bad in [
+        "state=done",
+        "limit=0",
+        "cursor=abc",
+        "colour=red",
+        "backend=DIM",
+    ] {
         expect_error(
             server.get(&format!("/api/v2/executions?{bad}")).await,
             400,
@@ -192,7 +234,12 @@ async fn every_illegal_transition_is_a_conflict_naming_the_current_state(backend
             }
             let id = format!("{from}-to-{to}");
             create(&server, json!({"id": id, "backend": "dim", "state": from})).await;
-            let resp = patch(&server, &id, json!({"state": to, "attributes": {"touched": true}})).await;
+            let resp = patch(
+                &server,
+                &id,
+                json!({"state": to, "attributes": {"touched": true}}),
+            )
+            .await;
             if allowed(from, to) {
                 let (status, body) = status_json(resp).await;
                 assert_eq!(status, 200, "{from} -> {to}: {body:#}");
@@ -201,7 +248,8 @@ async fn every_illegal_transition_is_a_conflict_naming_the_current_state(backend
                 let err = expect_error(resp, 409, "invalid_transition").await;
                 let message = err["message"].as_str().unwrap();
                 assert!(
-                    message.contains(&format!("is `{from}`")) && message.contains(&format!("`{to}`")),
+                    message.contains(&format!("is `{from}`"))
+                        && message.contains(&format!("`{to}`")),
                     "{from} -> {to}: {message}"
                 );
                 // Nothing changed, not even the attributes of the same request.
@@ -235,7 +283,9 @@ async fn every_state_change_is_an_event_in_the_log(backend: Backend) {
     }
     // An update without a state change is not an event.
     assert_eq!(
-        patch(&server, "e1", json!({"attributes": {"k": "v"}})).await.status(),
+        patch(&server, "e1", json!({"attributes": {"k": "v"}}))
+            .await
+            .status(),
         200
     );
     let events = state_events(&server).await;
@@ -295,7 +345,8 @@ async fn the_run_record_keeps_submit_and_poll_details_within_its_bounds(backend:
         let batch: Vec<Value> = (0..10)
             .map(|i| json!({"phase": "poll", "attempt": round * 10 + i + 2, "status": "RUNNING", "answer": answer}))
             .collect();
-        let (status, body) = status_json(server.post_json(path, &json!({"entries": batch})).await).await;
+        let (status, body) =
+            status_json(server.post_json(path, &json!({"entries": batch})).await).await;
         assert_eq!(status, 200, "{body:#}");
     }
     let record = get_execution(&server, "r1").await["run_record"].clone();
@@ -304,16 +355,30 @@ async fn the_run_record_keeps_submit_and_poll_details_within_its_bounds(backend:
     assert!(bytes <= 256 * 1024, "{bytes} bytes kept");
     assert_eq!(record["bytes"].as_u64().unwrap() as usize, bytes);
     assert_eq!(entries[0]["phase"], "submit", "the first entry is kept");
-    assert_eq!(entries.last().unwrap()["attempt"], 101, "the newest is kept");
+    assert_eq!(
+        entries.last().unwrap()["attempt"],
+        101,
+        "the newest is kept"
+    );
     assert_eq!(
         record["dropped"].as_u64().unwrap() as usize + entries.len(),
         101
     );
     // An entry over 16 KiB and more than 100 entries at once are refused whole.
     let huge = json!([{"phase": "poll", "attempt": 500}, {"phase": "poll", "answer": "x".repeat(17 * 1024)}]);
-    expect_error(server.post_json(path, &huge).await, 413, "payload_too_large").await;
+    expect_error(
+        server.post_json(path, &huge).await,
+        413,
+        "payload_too_large",
+    )
+    .await;
     let many: Vec<Value> = (0..101).map(|_| json!({"phase": "poll"})).collect();
-    expect_error(server.post_json(path, &json!(many)).await, 413, "payload_too_large").await;
+    expect_error(
+        server.post_json(path, &json!(many)).await,
+        413,
+        "payload_too_large",
+    )
+    .await;
     // Bad entries: every one named, nothing stored.
     let err = expect_error(
         server
@@ -331,11 +396,20 @@ async fn the_run_record_keeps_submit_and_poll_details_within_its_bounds(backend:
         .collect();
     assert_eq!(
         fields,
-        vec![(json!(0), json!("attempt")), (json!(1), json!("phase")), (json!(2), json!("error"))]
+        vec![
+            (json!(0), json!("attempt")),
+            (json!(1), json!("phase")),
+            (json!(2), json!("error"))
+        ]
     );
     assert_eq!(get_execution(&server, "r1").await["run_record"], record);
     expect_error(
-        server.post_json("/api/v2/executions/none/run-record", &json!({"phase": "poll"})).await,
+        server
+            .post_json(
+                "/api/v2/executions/none/run-record",
+                &json!({"phase": "poll"}),
+            )
+            .await,
         404,
         "not_found",
     )
@@ -353,26 +427,63 @@ async fn bad_execution_bodies_are_refused_and_change_nothing(backend: Backend) {
     let before = get_execution(&server, "keep").await;
     for (body, field) in [
         (json!({"profile": {}}), "backend"),
-        (json!({"backend": "dim", "profile": {"port": 70000}}), "profile.port"),
-        (json!({"backend": "dim", "profile": {"manager_url": "ftp://x"}}), "profile.manager_url"),
-        (json!({"backend": "dim", "profile": {"hots": "x"}}), "profile.hots"),
-        (json!({"backend": "slurm", "profile": {"login_node": "a/b"}}), "profile.login_node"),
+        (
+            json!({"backend": "dim", "profile": {"port": 70000}}),
+            "profile.port",
+        ),
+        (
+            json!({"backend": "dim", "profile": {"manager_url": "ftp://x"}}),
+            "profile.manager_url",
+        ),
+        (
+            json!({"backend": "dim", "profile": {"hots": "x"}}),
+            "profile.hots",
+        ),
+        (
+            json!({"backend": "slurm", "profile": {"login_node": "a/b"}}),
+            "profile.login_node",
+        ),
         (json!({"backend": "dim", "id": "a/b"}), "id"),
         (json!({"backend": "dim", "id": "x".repeat(300)}), "id"),
         (json!({"backend": "dim", "id": "nul\u{0}"}), "id"),
         (json!({"backend": "dim", "state": "exploded"}), "state"),
-        (json!({"backend": "dim", "scheduler_ids": {"job_id": 5}}), "scheduler_ids.job_id"),
-        (json!({"backend": "dim", "attributes": {"k": "x".repeat(20_000)}}), "attributes"),
+        (
+            json!({"backend": "dim", "scheduler_ids": {"job_id": 5}}),
+            "scheduler_ids.job_id",
+        ),
+        (
+            json!({"backend": "dim", "attributes": {"k": "x".repeat(20_000)}}),
+            "attributes",
+        ),
         (json!({"backend": "dim", "colour": "red"}), "colour"),
     ] {
-        let err = expect_error(server.post_json("/api/v2/executions", &body).await, 400, "invalid_request").await;
+        let err = expect_error(
+            server.post_json("/api/v2/executions", &body).await,
+            400,
+            "invalid_request",
+        )
+        .await;
         assert!(
-            err["details"].as_array().unwrap().iter().any(|d| d["field"] == field),
+            err["details"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["field"] == field),
             "{field}: {err:#}"
         );
     }
-    expect_error(server.post_raw("/api/v2/executions", "{not json").await, 400, "malformed_json").await;
-    expect_error(server.post_raw("/api/v2/executions", "[1]").await, 400, "invalid_request").await;
+    expect_error(
+        server.post_raw("/api/v2/executions", "{not json").await,
+        400,
+        "malformed_json",
+    )
+    .await;
+    expect_error(
+        server.post_raw("/api/v2/executions", "[1]").await,
+        400,
+        "invalid_request",
+    )
+    .await;
     for (body, field) in [
         (json!({"backend": "slurm"}), "backend"),
         (json!({"profile": {"port": "8001"}}), "profile.port"),
@@ -381,33 +492,57 @@ async fn bad_execution_bodies_are_refused_and_change_nothing(backend: Backend) {
     ] {
         let err = expect_error(patch(&server, "keep", body).await, 400, "invalid_request").await;
         assert!(
-            err["details"].as_array().unwrap().iter().any(|d| d["field"] == field),
+            err["details"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["field"] == field),
             "{field}: {err:#}"
         );
     }
     assert_eq!(get_execution(&server, "keep").await, before);
     let (status, page) = status_json(server.get("/api/v2/executions").await).await;
-    assert_eq!((status, page["executions"].as_array().unwrap().len()), (200, 1));
+    assert_eq!(
+        (status, page["executions"].as_array().unwrap().len()),
+        (200, 1)
+    );
     assert_eq!(state_events(&server).await.len(), 1);
 }
 
 async fn concurrent_transitions_of_one_execution_allow_exactly_one_winner(backend: Backend) {
     let db = TestDatabase::new(&backend).await;
     let server = TestServer::start(&db).await;
-    create(&server, json!({"id": "race", "backend": "dim", "state": "running"})).await;
-    let outcomes = futures::future::join_all(["completed", "failed", "cancelled", "completed"].map(|to| {
-        let server = &server;
-        async move { patch(server, "race", json!({"state": to})).await.status().as_u16() }
-    }))
+    create(
+        &server,
+        json!({"id": "race", "backend": "dim", "state": "running"}),
+    )
     .await;
+    let outcomes =
+        futures::future::join_all(["completed", "failed", "cancelled", "completed"].map(|to| {
+            let server = &server;
+            async move {
+                patch(server, "race", json!({"state": to}))
+                    .await
+                    .status()
+                    .as_u16()
+            }
+        }))
+        .await;
     let final_state = get_execution(&server, "race").await["state"].clone();
     let wins = outcomes.iter().filter(|s| **s == 200).count();
     assert!(wins >= 1, "{outcomes:?}");
-    assert!(outcomes.iter().all(|s| *s == 200 || *s == 409), "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|s| *s == 200 || *s == 409),
+        "{outcomes:?}"
+    );
     // Only one transition out of running happened: one event after creation
     // (two winners only when both asked for the same final state: a no-op).
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(state_events(&server).await.len(), 2, "final {final_state}, {outcomes:?}");
+    assert_eq!(
+        state_events(&server).await.len(),
+        2,
+        "final {final_state}, {outcomes:?}"
+    );
 }
 
 vigil_tests::backend_tests!(

@@ -19,12 +19,23 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 async fn scrape(server: &TestServer) -> String {
-    let resp = server.client().get(server.metrics_url("/metrics")).send().await.unwrap();
+    let resp = server
+        .client()
+        .get(server.metrics_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     resp.text().await.unwrap()
 }
 
-async fn wait_value(server: &TestServer, name: &str, labels: &[(&str, &str)], want: impl Fn(f64) -> bool, what: &str) -> f64 {
+async fn wait_value(
+    server: &TestServer,
+    name: &str,
+    labels: &[(&str, &str)],
+    want: impl Fn(f64) -> bool,
+    what: &str,
+) -> f64 {
     let mut last = None;
     let deadline = std::time::Instant::now() + WAIT;
     loop {
@@ -65,7 +76,10 @@ async fn gauges_move_as_executions_change_state_and_publishers_fall_behind(backe
         ),
     );
     dir.write_wasm("broken", b"\0asm but not really a component");
-    let server = TestServer::builder(&db).plugin_dir(dir.path()).start().await;
+    let server = TestServer::builder(&db)
+        .plugin_dir(dir.path())
+        .start()
+        .await;
     server
         .wait_publisher("hook", WAIT, "cursor opened", |p| p["cursor_seq"] == 0)
         .await;
@@ -73,13 +87,17 @@ async fn gauges_move_as_executions_change_state_and_publishers_fall_behind(backe
     // Executions by backend and state, zeros included.
     for (id, backend) in [("d1", "dim"), ("d2", "dim"), ("s1", "slurm")] {
         let (status, _) = status_json(
-            server.post_json("/api/v2/executions", &json!({"id": id, "backend": backend})).await,
+            server
+                .post_json("/api/v2/executions", &json!({"id": id, "backend": backend}))
+                .await,
         )
         .await;
         assert_eq!(status, 201);
     }
     let text = scrape(&server).await;
-    let count = |text: &str, b: &str, s: &str| value(text, "vigil_executions", &[("backend", b), ("state", s)]);
+    let count = |text: &str, b: &str, s: &str| {
+        value(text, "vigil_executions", &[("backend", b), ("state", s)])
+    };
     assert_eq!(count(&text, "dim", "pending"), Some(2.0));
     assert_eq!(count(&text, "dim", "running"), Some(0.0));
     assert_eq!(count(&text, "slurm", "pending"), Some(1.0));
@@ -93,31 +111,91 @@ async fn gauges_move_as_executions_change_state_and_publishers_fall_behind(backe
     assert_eq!(count(&text, "dim", "submitted"), Some(0.0));
 
     // Dependencies: the database and the publisher up, the broken plugin down.
-    assert_eq!(value(&text, "vigil_dependency_up", &[("kind", "database"), ("name", backend.name())]), Some(1.0));
-    assert_eq!(value(&text, "vigil_dependency_up", &[("kind", "plugin"), ("name", "broken")]), Some(0.0));
-    assert_eq!(value(&text, "vigil_dependency_up", &[("kind", "plugin"), ("name", "hook")]), Some(1.0));
-    wait_value(&server, "vigil_publisher_queue_depth", &[("publisher", "hook")], |v| v == 0.0, "delivered").await;
+    assert_eq!(
+        value(
+            &text,
+            "vigil_dependency_up",
+            &[("kind", "database"), ("name", backend.name())]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "vigil_dependency_up",
+            &[("kind", "plugin"), ("name", "broken")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "vigil_dependency_up",
+            &[("kind", "plugin"), ("name", "hook")]
+        ),
+        Some(1.0)
+    );
+    wait_value(
+        &server,
+        "vigil_publisher_queue_depth",
+        &[("publisher", "hook")],
+        |v| v == 0.0,
+        "delivered",
+    )
+    .await;
 
     // The receiver fails: the publisher falls behind.
     receiver.set_handler(|_, _| Reply::status(503));
     let (status, _) = status_json(
         server
-            .post_json("/api/v2/events", &json!((0..5).map(|i| json!({"event_type": "TaskCreated", "task_id": format!("t{i}")})).collect::<Vec<_>>()))
+            .post_json(
+                "/api/v2/events",
+                &json!((0..5)
+                    .map(|i| json!({"event_type": "TaskCreated", "task_id": format!("t{i}")}))
+                    .collect::<Vec<_>>()),
+            )
             .await,
     )
     .await;
     assert_eq!(status, 200);
     server
-        .report_ok(&report("gauge-test", (0..10).map(|i| gauge("g", i as f64).help("a test gauge"))))
+        .report_ok(&report(
+            "gauge-test",
+            (0..10).map(|i| gauge("g", i as f64).help("a test gauge")),
+        ))
         .await;
     // 5 events + 10 samples, plus the 5 state-change events not yet delivered
     // (the receiver accepted what came before; at most the state changes remain).
-    let depth = wait_value(&server, "vigil_publisher_queue_depth", &[("publisher", "hook")], |v| v >= 15.0, "falls behind").await;
+    let depth = wait_value(
+        &server,
+        "vigil_publisher_queue_depth",
+        &[("publisher", "hook")],
+        |v| v >= 15.0,
+        "falls behind",
+    )
+    .await;
     assert!(depth <= 20.0, "{depth}");
-    wait_value(&server, "vigil_publisher_oldest_undelivered_age_seconds", &[("publisher", "hook")], |v| v >= 1.0, "ages").await;
-    wait_value(&server, "vigil_dependency_up", &[("kind", "publisher"), ("name", "hook")], |v| v == 0.0, "backing off").await;
+    wait_value(
+        &server,
+        "vigil_publisher_oldest_undelivered_age_seconds",
+        &[("publisher", "hook")],
+        |v| v >= 1.0,
+        "ages",
+    )
+    .await;
+    wait_value(
+        &server,
+        "vigil_dependency_up",
+        &[("kind", "publisher"), ("name", "hook")],
+        |v| v == 0.0,
+        "backing off",
+    )
+    .await;
     let (status, ready) = status_json(server.get("/api/v2/ready").await).await;
-    assert_eq!(status, 200, "a failing publisher does not take the replica out: {ready:#}");
+    assert_eq!(
+        status, 200,
+        "a failing publisher does not take the replica out: {ready:#}"
+    );
     let dep = |kind: &str, name: &str| -> Value {
         ready["dependencies"]
             .as_array()
@@ -129,27 +207,82 @@ async fn gauges_move_as_executions_change_state_and_publishers_fall_behind(backe
     };
     assert_eq!(dep("database", backend.name())["ok"], true);
     assert_eq!(dep("publisher", "hook")["ok"], false);
-    assert!(dep("publisher", "hook")["reason"].as_str().unwrap().contains("503"), "{ready:#}");
+    assert!(
+        dep("publisher", "hook")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("503"),
+        "{ready:#}"
+    );
     assert_eq!(dep("plugin", "broken")["ok"], false);
-    assert!(dep("plugin", "broken")["reason"].as_str().unwrap().starts_with("failed to load"), "{ready:#}");
+    assert!(
+        dep("plugin", "broken")["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("failed to load"),
+        "{ready:#}"
+    );
     assert_eq!(dep("plugin", "hook")["ok"], true);
 
     // The receiver recovers: the queue drains.
     receiver.set_handler(|_, _| Reply::ok());
-    wait_value(&server, "vigil_publisher_queue_depth", &[("publisher", "hook")], |v| v == 0.0, "drains").await;
-    wait_value(&server, "vigil_publisher_oldest_undelivered_age_seconds", &[("publisher", "hook")], |v| v == 0.0, "nothing old").await;
-    wait_value(&server, "vigil_dependency_up", &[("kind", "publisher"), ("name", "hook")], |v| v == 1.0, "healthy again").await;
+    wait_value(
+        &server,
+        "vigil_publisher_queue_depth",
+        &[("publisher", "hook")],
+        |v| v == 0.0,
+        "drains",
+    )
+    .await;
+    wait_value(
+        &server,
+        "vigil_publisher_oldest_undelivered_age_seconds",
+        &[("publisher", "hook")],
+        |v| v == 0.0,
+        "nothing old",
+    )
+    .await;
+    wait_value(
+        &server,
+        "vigil_dependency_up",
+        &[("kind", "publisher"), ("name", "hook")],
+        |v| v == 1.0,
+        "healthy again",
+    )
+    .await;
 
     // Live stream subscribers.
-    assert_eq!(value(&scrape(&server).await, "vigil_stream_subscribers", &[]), Some(0.0));
+    assert_eq!(
+        value(&scrape(&server).await, "vigil_stream_subscribers", &[]),
+        Some(0.0)
+    );
     let one = SseStream::open(&server, "/api/v2/events/stream?cursor=latest", None).await;
     let two = SseStream::open(&server, "/api/v2/sources/x/events", None).await;
-    wait_value(&server, "vigil_stream_subscribers", &[], |v| v == 2.0, "two open").await;
+    wait_value(
+        &server,
+        "vigil_stream_subscribers",
+        &[],
+        |v| v == 2.0,
+        "two open",
+    )
+    .await;
     drop(one);
     // The server notices a closed stream when it next writes to it.
-    let (status, _) = status_json(server.post_json("/api/v2/events", &json!({"event_type": "TaskCreated"})).await).await;
+    let (status, _) = status_json(
+        server
+            .post_json("/api/v2/events", &json!({"event_type": "TaskCreated"}))
+            .await,
+    )
+    .await;
     assert_eq!(status, 200);
-    wait_value(&server, "vigil_stream_subscribers", &[], |v| v == 1.0, "one left").await;
+    wait_value(
+        &server,
+        "vigil_stream_subscribers",
+        &[],
+        |v| v == 1.0,
+        "one left",
+    )
+    .await;
     drop(two);
 
     // Both exposition formats stay valid with the new families.

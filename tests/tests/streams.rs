@@ -67,15 +67,33 @@ async fn stream_pages_are_json_by_default_and_scoped(backend: Backend) {
     assert_eq!(x1[1], seqs[1]);
     let src = page(&server, "/api/v2/sources/src-a/events").await;
     assert_eq!(seqs_of(&src).len(), 3);
-    assert_eq!(src["events"][0]["event_type"], "vigil.ExecutionStateChanged");
-    assert_eq!(seqs_of(&page(&server, "/api/v2/projects/proj.a/events").await).len(), 3);
+    assert_eq!(
+        src["events"][0]["event_type"],
+        "vigil.ExecutionStateChanged"
+    );
+    assert_eq!(
+        seqs_of(&page(&server, "/api/v2/projects/proj.a/events").await).len(),
+        3
+    );
     // Filters of GET /api/v2/events apply too; numbers never match an id.
     assert_eq!(
-        seqs_of(&page(&server, "/api/v2/projects/proj.a/events?event_type=myapp.SourceQueued&limit=1").await),
+        seqs_of(
+            &page(
+                &server,
+                "/api/v2/projects/proj.a/events?event_type=myapp.SourceQueued&limit=1"
+            )
+            .await
+        ),
         vec![seqs[0]]
     );
-    assert_eq!(seqs_of(&page(&server, "/api/v2/executions/7/events").await), Vec::<i64>::new());
-    assert_eq!(seqs_of(&page(&server, "/api/v2/executions/x2/events?task_id=t1").await), vec![seqs[2]]);
+    assert_eq!(
+        seqs_of(&page(&server, "/api/v2/executions/7/events").await),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        seqs_of(&page(&server, "/api/v2/executions/x2/events?task_id=t1").await),
+        vec![seqs[2]]
+    );
     // The unscoped stream's page is GET /api/v2/events.
     assert_eq!(
         page(&server, "/api/v2/events/stream?limit=3").await,
@@ -86,7 +104,13 @@ async fn stream_pages_are_json_by_default_and_scoped(backend: Backend) {
         .expect("a second page")
         .to_string();
     assert_eq!(
-        seqs_of(&page(&server, &format!("/api/v2/sources/src-a/events?limit=2&cursor={next}")).await),
+        seqs_of(
+            &page(
+                &server,
+                &format!("/api/v2/sources/src-a/events?limit=2&cursor={next}")
+            )
+            .await
+        ),
         vec![seqs[1]]
     );
     for bad in [
@@ -110,10 +134,18 @@ async fn stream_pages_are_json_by_default_and_scoped(backend: Backend) {
 async fn sse_sends_history_then_follows_live_in_order(backend: Backend) {
     let db = TestDatabase::new(&backend).await;
     let server = TestServer::start(&db).await;
-    let history = post_events(&server, json!((0..5).map(|i| json!({"event_type": "TaskCreated", "task_id": format!("h{i}")})).collect::<Vec<_>>())).await;
+    let history = post_events(
+        &server,
+        json!((0..5)
+            .map(|i| json!({"event_type": "TaskCreated", "task_id": format!("h{i}")}))
+            .collect::<Vec<_>>()),
+    )
+    .await;
     let mut all = SseStream::open(&server, "/api/v2/events/stream", None).await;
     assert_eq!(
-        all.headers.get("cache-control").and_then(|v| v.to_str().ok()),
+        all.headers
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
         Some("no-cache")
     );
     let mut scoped = SseStream::open(&server, "/api/v2/executions/live-1/events", None).await;
@@ -126,7 +158,9 @@ async fn sse_sends_history_then_follows_live_in_order(backend: Backend) {
         async move {
             post_events(
                 server,
-                json!((0..5).map(|i| json!({"event_type": "TaskStarted", "task_id": format!("c{c}-{i}")})).collect::<Vec<_>>()),
+                json!((0..5)
+                    .map(|i| json!({"event_type": "TaskStarted", "task_id": format!("c{c}-{i}")}))
+                    .collect::<Vec<_>>()),
             )
             .await
         }
@@ -137,7 +171,10 @@ async fn sse_sends_history_then_follows_live_in_order(backend: Backend) {
     .collect();
     let (status, _) = status_json(
         server
-            .post_json("/api/v2/executions", &json!({"id": "live-1", "backend": "slurm"}))
+            .post_json(
+                "/api/v2/executions",
+                &json!({"id": "live-1", "backend": "slurm"}),
+            )
             .await,
     )
     .await;
@@ -153,7 +190,10 @@ async fn sse_sends_history_then_follows_live_in_order(backend: Backend) {
         assert_eq!(resp.status(), 200);
     }
     let life = scoped.events(3, WAIT).await;
-    let moves: Vec<String> = life.iter().map(|m| m.json()["to_state"].as_str().unwrap().to_string()).collect();
+    let moves: Vec<String> = life
+        .iter()
+        .map(|m| m.json()["to_state"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(moves, vec!["pending", "running", "failed"]);
     let life_seqs: Vec<i64> = life.iter().map(SseMessage::seq).collect();
     posted.extend(&life_seqs);
@@ -162,21 +202,43 @@ async fn sse_sends_history_then_follows_live_in_order(backend: Backend) {
     let live_seqs: Vec<i64> = live.iter().map(SseMessage::seq).collect();
     assert_eq!(live_seqs, posted, "every event once, in log order");
     // Each message's data is the event as GET /api/v2/events renders it.
-    let listed = page(&server, &format!("/api/v2/events?cursor={}&limit=1", live_seqs[0] - 1)).await;
+    let listed = page(
+        &server,
+        &format!("/api/v2/events?cursor={}&limit=1", live_seqs[0] - 1),
+    )
+    .await;
     assert_eq!(live[0].json(), listed["events"][0]);
     // `cursor=latest` follows only what comes next.
-    let mut fresh = SseStream::open(&server, "/api/v2/events/stream?cursor=latest&event_type=TaskFailed", None).await;
-    let next = post_events(&server, json!([{"event_type": "TaskCompleted"}, {"event_type": "TaskFailed"}])).await;
+    let mut fresh = SseStream::open(
+        &server,
+        "/api/v2/events/stream?cursor=latest&event_type=TaskFailed",
+        None,
+    )
+    .await;
+    let next = post_events(
+        &server,
+        json!([{"event_type": "TaskCompleted"}, {"event_type": "TaskFailed"}]),
+    )
+    .await;
     assert_eq!(fresh.events(1, WAIT).await[0].seq(), next[1]);
 }
 
 async fn a_reconnect_with_last_event_id_resumes_with_no_gap_and_no_repeat(backend: Backend) {
     let db = TestDatabase::new(&backend).await;
     let server = TestServer::start(&db).await;
-    let batch = |tag: &str| json!((0..10).map(|i| json!({"event_type": "TaskQueued", "task_id": format!("{tag}{i}")})).collect::<Vec<_>>());
+    let batch = |tag: &str| {
+        json!((0..10)
+            .map(|i| json!({"event_type": "TaskQueued", "task_id": format!("{tag}{i}")}))
+            .collect::<Vec<_>>())
+    };
     let mut expected = post_events(&server, batch("a")).await;
     let mut stream = SseStream::open(&server, "/api/v2/events/stream", None).await;
-    let mut received: Vec<i64> = stream.events(7, WAIT).await.iter().map(SseMessage::seq).collect();
+    let mut received: Vec<i64> = stream
+        .events(7, WAIT)
+        .await
+        .iter()
+        .map(SseMessage::seq)
+        .collect();
     drop(stream);
     // While disconnected: more events.
     expected.extend(post_events(&server, batch("b")).await);
@@ -187,7 +249,12 @@ async fn a_reconnect_with_last_event_id_resumes_with_no_gap_and_no_repeat(backen
     received.extend(rest.iter().map(SseMessage::seq));
     assert_eq!(received, expected, "nothing missed, nothing repeated");
     // The id wins over a cursor in the query, and resuming at the end waits.
-    let mut at_end = SseStream::open(&server, "/api/v2/events/stream?cursor=0", Some(*expected.last().unwrap())).await;
+    let mut at_end = SseStream::open(
+        &server,
+        "/api/v2/events/stream?cursor=0",
+        Some(*expected.last().unwrap()),
+    )
+    .await;
     let more = post_events(&server, json!({"event_type": "TaskCompleted"})).await;
     assert_eq!(at_end.events(1, WAIT).await[0].seq(), more[0]);
 }
@@ -200,7 +267,10 @@ async fn idle_streams_get_keep_alive_comments(backend: Backend) {
         .await;
     let mut stream = SseStream::open(&server, "/api/v2/sources/quiet/events", None).await;
     for _ in 0..3 {
-        let msg = stream.next_within(Duration::from_secs(5)).await.expect("open");
+        let msg = stream
+            .next_within(Duration::from_secs(5))
+            .await
+            .expect("open");
         assert_eq!(msg.comment.as_deref(), Some("keep-alive"), "{msg:?}");
     }
 }
@@ -215,7 +285,9 @@ async fn stalled_subscriber(server: &TestServer, path: &str) -> tokio::net::TcpS
         "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n",
         server.addr()
     );
-    conn.write_all(request.as_bytes()).await.expect("send request");
+    conn.write_all(request.as_bytes())
+        .await
+        .expect("send request");
     conn
 }
 
@@ -242,12 +314,21 @@ async fn a_slow_subscriber_is_cut_with_a_reason_and_others_keep_up(backend: Back
         // The reading subscriber keeps up all along.
         fast_seen.extend(fast.events(100, WAIT).await.iter().map(SseMessage::seq));
     }
-    assert_eq!(fast_seen, posted, "the reading subscriber got everything, in order");
+    assert_eq!(
+        fast_seen, posted,
+        "the reading subscriber got everything, in order"
+    );
     // Bursts of 100 events overflow the 64-event ring: the reading subscriber
     // caught up from the stored log each time instead of being cut. Make sure
     // the stalled one has been behind for longer than --stream-slow-after.
     tokio::time::sleep(Duration::from_millis(1200).saturating_sub(started.elapsed())).await;
-    posted.extend(post_events(&server, json!({"event_type": "myapp.Bulk", "padding": padding})).await);
+    posted.extend(
+        post_events(
+            &server,
+            json!({"event_type": "myapp.Bulk", "padding": padding}),
+        )
+        .await,
+    );
     // The stalled one now reads: what fit in the buffers, then the reason, then the end.
     let mut raw = Vec::new();
     tokio::time::timeout(WAIT, slow.read_to_end(&mut raw))
@@ -259,8 +340,17 @@ async fn a_slow_subscriber_is_cut_with_a_reason_and_others_keep_up(backend: Back
         .split("\n\n")
         .filter(|m| m.contains("event: error"))
         .last()
-        .unwrap_or_else(|| panic!("no final error message; got {} bytes ending {:?}", raw.len(), &text[text.len().saturating_sub(300)..]));
-    assert!(final_data.contains("\"code\":\"slow_subscriber\""), "{final_data}");
+        .unwrap_or_else(|| {
+            panic!(
+                "no final error message; got {} bytes ending {:?}",
+                raw.len(),
+                &text[text.len().saturating_sub(300)..]
+            )
+        });
+    assert!(
+        final_data.contains("\"code\":\"slow_subscriber\""),
+        "{final_data}"
+    );
     assert!(final_data.contains("Last-Event-ID"), "{final_data}");
     assert!(final_data.contains("1000 ms"), "{final_data}");
     let ids: Vec<i64> = text
@@ -268,8 +358,17 @@ async fn a_slow_subscriber_is_cut_with_a_reason_and_others_keep_up(backend: Back
         .filter_map(|l| l.strip_prefix("id: "))
         .map(|i| i.trim().parse().unwrap())
         .collect();
-    assert!(ids.len() < posted.len(), "it was cut before the end ({} of {})", ids.len(), posted.len());
-    assert_eq!(&posted[..ids.len()], &ids[..], "what it got was in order, without holes");
+    assert!(
+        ids.len() < posted.len(),
+        "it was cut before the end ({} of {})",
+        ids.len(),
+        posted.len()
+    );
+    assert_eq!(
+        &posted[..ids.len()],
+        &ids[..],
+        "what it got was in order, without holes"
+    );
     // It resumes from its last id and gets the rest.
     let mut resumed = SseStream::open(&server, "/api/v2/events/stream", ids.last().copied()).await;
     let rest: Vec<i64> = resumed
@@ -293,8 +392,14 @@ async fn streams_end_with_a_reason_when_the_server_stops(backend: Backend) {
     assert_eq!(last.event.as_deref(), Some("error"));
     assert_eq!(last.json()["error"]["code"], "shutting_down");
     assert_eq!(last.json()["error"]["last_event_id"], seq);
-    assert!(last.id.is_none(), "the closing message keeps Last-Event-ID where it was");
-    assert!(stream.next_within(WAIT).await.is_none(), "then the stream ends");
+    assert!(
+        last.id.is_none(),
+        "the closing message keeps Last-Event-ID where it was"
+    );
+    assert!(
+        stream.next_within(WAIT).await.is_none(),
+        "then the stream ends"
+    );
 }
 
 vigil_tests::backend_tests!(

@@ -14,7 +14,12 @@ const WAIT: Duration = Duration::from_secs(20);
 async fn post(server: &TestServer, body: Value) -> Vec<i64> {
     let (status, json) = status_json(server.post_json("/api/v2/events", &body).await).await;
     assert_eq!(status, 200, "{json:#}");
-    json["seqs"].as_array().unwrap().iter().map(|s| s.as_i64().unwrap()).collect()
+    json["seqs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_i64().unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,11 +32,16 @@ async fn two_replicas_stream_each_others_events_in_log_order() {
     let b = TestServer::start(&db).await;
     let mut on_a = SseStream::open(&a, "/api/v2/events/stream?cursor=latest", None).await;
     let mut on_b = SseStream::open(&b, "/api/v2/events/stream?cursor=latest", None).await;
-    let mut execution_on_a = SseStream::open(&a, "/api/v2/executions/shared-run/events", None).await;
+    let mut execution_on_a =
+        SseStream::open(&a, "/api/v2/executions/shared-run/events", None).await;
 
     // An event ingested on B reaches A's subscriber promptly.
     let started = Instant::now();
-    let first = post(&b, json!({"event_type": "TaskCreated", "task_id": "from-b"})).await;
+    let first = post(
+        &b,
+        json!({"event_type": "TaskCreated", "task_id": "from-b"}),
+    )
+    .await;
     let got = on_a.events(1, WAIT).await;
     assert_eq!(got[0].seq(), first[0]);
     assert_eq!(got[0].json()["task_id"], "from-b");
@@ -43,15 +53,22 @@ async fn two_replicas_stream_each_others_events_in_log_order() {
         async move {
             post(
                 server,
-                json!((0..10).map(|i| json!({"event_type": "TaskStarted", "task_id": format!("r{round}-{i}")})).collect::<Vec<_>>()),
+                json!((0..10)
+                    .map(
+                        |i| json!({"event_type": "TaskStarted", "task_id": format!("r{round}-{i}")})
+                    )
+                    .collect::<Vec<_>>()),
             )
             .await
         }
     }));
     let (seqs, created) = tokio::join!(rounds, async {
         let (status, _) = status_json(
-            b.post_json("/api/v2/executions", &json!({"id": "shared-run", "backend": "dim"}))
-                .await,
+            b.post_json(
+                "/api/v2/executions",
+                &json!({"id": "shared-run", "backend": "dim"}),
+            )
+            .await,
         )
         .await;
         assert_eq!(status, 201);
@@ -68,14 +85,25 @@ async fn two_replicas_stream_each_others_events_in_log_order() {
     let mut expected: Vec<i64> = seqs.into_iter().flatten().collect();
     let life = execution_on_a.events(2, WAIT).await;
     assert_eq!(
-        life.iter().map(|m| m.json()["to_state"].clone()).collect::<Vec<_>>(),
+        life.iter()
+            .map(|m| m.json()["to_state"].clone())
+            .collect::<Vec<_>>(),
         vec![json!("pending"), json!("running")]
     );
     expected.extend(life.iter().map(SseMessage::seq));
     expected.sort_unstable();
     // The log as the truth: both streams equal the stored list, in order.
-    let (_, page) = status_json(a.get(&format!("/api/v2/events?cursor={}&limit=1000", first[0])).await).await;
-    let stored: Vec<i64> = page["events"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let (_, page) = status_json(
+        a.get(&format!("/api/v2/events?cursor={}&limit=1000", first[0]))
+            .await,
+    )
+    .await;
+    let stored: Vec<i64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
     assert_eq!(stored, expected);
     for (name, stream) in [("A", &mut on_a), ("B", &mut on_b)] {
         let skip = if name == "B" { 1 } else { 0 };
@@ -103,16 +131,26 @@ async fn every_commit_to_the_log_is_announced_with_notify() {
     // Events, samples and execution state changes each announce their seq.
     let seq = post(&server, json!({"event_type": "TaskCreated"})).await[0];
     assert_eq!(next_seq(&mut listener).await, seq);
-    server.report_ok(&report("notify-test", [gauge("g", 1.0)])).await;
+    server
+        .report_ok(&report("notify-test", [gauge("g", 1.0)]))
+        .await;
     let sample_seq = next_seq(&mut listener).await;
     assert!(sample_seq > seq, "{sample_seq} after {seq}");
     let (status, _) = status_json(
-        server.post_json("/api/v2/executions", &json!({"id": "n1", "backend": "slurm"})).await,
+        server
+            .post_json(
+                "/api/v2/executions",
+                &json!({"id": "n1", "backend": "slurm"}),
+            )
+            .await,
     )
     .await;
     assert_eq!(status, 201);
     let (_, page) = status_json(server.get("/api/v2/executions/n1/events").await).await;
-    assert_eq!(next_seq(&mut listener).await, page["events"][0]["seq"].as_i64().unwrap());
+    assert_eq!(
+        next_seq(&mut listener).await,
+        page["events"][0]["seq"].as_i64().unwrap()
+    );
 }
 
 async fn next_seq(listener: &mut PgListener) -> i64 {

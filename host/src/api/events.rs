@@ -60,7 +60,7 @@ pub async fn ingest(
     let now = now_ms();
     let events = parse_events(&body, state.config.max_items_per_request, now)?;
     let seqs = state.store.append_events(&events, now).await?;
-    state.head.bump(seqs.iter().flatten().copied().max().unwrap_or(0));
+    state.head.bump_stored(&seqs);
     let accepted = seqs.iter().filter(|s| s.is_some()).count();
     state.metrics.add_events_ingested(accepted as u64);
     Ok(Json(EventsAccepted {

@@ -28,9 +28,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::bus::{DeliveryManager, LiveHub, LogHead};
-use crate::executions::debug_fields::DebugFieldProviders;
 use crate::components::ComponentDirectory;
 use crate::config::Config;
+use crate::executions::debug_fields::DebugFieldProviders;
 use crate::metrics::index::SeriesIndex;
 use crate::metrics::ingest::IngestHandle;
 use crate::plugins::PluginRegistry;
@@ -97,7 +97,11 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         // --- executions and provenance streams (issue 13) ---
         (Method::POST, "/api/v2/executions", post(executions::create)),
         (Method::GET, "/api/v2/executions", get(executions::list)),
-        (Method::GET, "/api/v2/executions/{id}", get(executions::read)),
+        (
+            Method::GET,
+            "/api/v2/executions/{id}",
+            get(executions::read),
+        ),
         (
             Method::PATCH,
             "/api/v2/executions/{id}",
@@ -123,7 +127,11 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             "/api/v2/projects/{module}/events",
             get(streams::project_events),
         ),
-        (Method::GET, "/api/v2/events/stream", get(streams::all_events)),
+        (
+            Method::GET,
+            "/api/v2/events/stream",
+            get(streams::all_events),
+        ),
         // --- end issue 13 ---
         (Method::GET, "/api/v2/components", get(components::list)),
         (

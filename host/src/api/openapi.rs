@@ -3,9 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{
-    components, error, events, executions, health, metrics, plugins, publishers, streams,
-};
+use super::{components, error, events, executions, health, metrics, plugins, publishers, streams};
 
 #[derive(OpenApi)]
 #[openapi(

@@ -66,7 +66,8 @@ fn wants_sse(headers: &HeaderMap) -> bool {
 /// as `GET /api/v2/events` does.
 async fn query_for(state: &AppState, raw: Option<&str>) -> Result<EventQuery, AppError> {
     let raw = raw.unwrap_or("");
-    let latest = form_urlencoded::parse(raw.as_bytes()).any(|(k, v)| k == "cursor" && v == "latest");
+    let latest =
+        form_urlencoded::parse(raw.as_bytes()).any(|(k, v)| k == "cursor" && v == "latest");
     if !latest {
         return parse_query(Some(raw));
     }
@@ -142,39 +143,33 @@ async fn serve(
         q.after_seq = id;
     }
     let follower = Follower::new(state.store.clone(), state.live.clone(), q);
-    let stream = futures::stream::unfold(
-        Some((follower, None::<i64>)),
-        |slot| async move {
-            let (mut f, last) = slot?;
-            let closing = |code: &str, message: String| {
-                Event::default().event("error").data(
-                    json!({"error": {"code": code, "message": message, "last_event_id": last}})
-                        .to_string(),
-                )
-            };
-            match f.next().await {
-                Ok(Some(FollowItem::Event(seq, json))) => Some((
-                    Ok::<_, Infallible>(Event::default().id(seq.to_string()).data(&*json)),
-                    Some((f, Some(seq))),
-                )),
-                Ok(Some(FollowItem::Cut { code, message })) => {
-                    Some((Ok(closing(code, message)), None))
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::error!(error = %e, "event stream could not read the log");
-                    Some((
-                        Ok(closing(
-                            "internal",
-                            "the server could not read the log; reconnect with Last-Event-ID"
-                                .into(),
-                        )),
-                        None,
-                    ))
-                }
+    let stream = futures::stream::unfold(Some((follower, None::<i64>)), |slot| async move {
+        let (mut f, last) = slot?;
+        let closing = |code: &str, message: String| {
+            Event::default().event("error").data(
+                json!({"error": {"code": code, "message": message, "last_event_id": last}})
+                    .to_string(),
+            )
+        };
+        match f.next().await {
+            Ok(Some(FollowItem::Event(seq, json))) => Some((
+                Ok::<_, Infallible>(Event::default().id(seq.to_string()).data(&*json)),
+                Some((f, Some(seq))),
+            )),
+            Ok(Some(FollowItem::Cut { code, message })) => Some((Ok(closing(code, message)), None)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "event stream could not read the log");
+                Some((
+                    Ok(closing(
+                        "internal",
+                        "the server could not read the log; reconnect with Last-Event-ID".into(),
+                    )),
+                    None,
+                ))
             }
-        },
-    );
+        }
+    });
     let mut response = Sse::new(stream)
         .keep_alive(
             KeepAlive::new()

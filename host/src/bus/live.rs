@@ -73,7 +73,8 @@ impl Scope {
 /// limit): the in-memory twin of the store's event query, used on live events.
 pub fn matches(q: &EventQuery, event: &StoredEvent, scope: &Scope) -> bool {
     let eq = |want: &Option<String>, have: &Option<String>| {
-        want.as_ref().is_none_or(|w| have.as_deref() == Some(w.as_str()))
+        want.as_ref()
+            .is_none_or(|w| have.as_deref() == Some(w.as_str()))
     };
     (q.event_types.is_empty() || q.event_types.iter().any(|t| *t == event.event_type))
         && eq(&q.session_id, &event.session_id)
@@ -418,8 +419,9 @@ impl Follower {
                         Err(broadcast::error::RecvError::Closed) => {
                             return Ok(Some(FollowItem::Cut {
                                 code: "shutting_down",
-                                message: "the live log closed; reconnect with Last-Event-ID to resume"
-                                    .into(),
+                                message:
+                                    "the live log closed; reconnect with Last-Event-ID to resume"
+                                        .into(),
                             }));
                         }
                     }
@@ -428,4 +430,3 @@ impl Follower {
         }
     }
 }
-

@@ -42,6 +42,14 @@ impl LogHead {
         }
     }
 
+    /// [`LogHead::bump`] to the highest of the sequence numbers an append
+    /// returned (`None`: an item that was stored already).
+    pub fn bump_stored(&self, seqs: &[Option<i64>]) {
+        if let Some(top) = seqs.iter().flatten().max() {
+            self.bump(*top);
+        }
+    }
+
     /// Records a head another replica announced; wakes followers but is not
     /// forwarded again. Returns whether the head moved.
     pub fn observe(&self, seq: i64) -> bool {

@@ -20,5 +20,5 @@ pub mod pg_notify;
 
 pub use batch::{build_batch, build_log_batch, wit_event};
 pub use delivery::{DeliveryManager, DeliverySettings, PublisherStatus};
-pub use live::{Follower, FollowItem, LiveHub};
+pub use live::{FollowItem, Follower, LiveHub};
 pub use log_head::LogHead;

@@ -38,10 +38,7 @@ async fn notify_loop(
     mut rx: mpsc::UnboundedReceiver<i64>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let pool = match PgPoolOptions::new()
-        .max_connections(1)
-        .connect_lazy(&url)
-    {
+    let pool = match PgPoolOptions::new().max_connections(1).connect_lazy(&url) {
         Ok(pool) => pool,
         Err(e) => {
             tracing::error!(error = %e, "log notifications disabled: bad database URL");

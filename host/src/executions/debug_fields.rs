@@ -100,7 +100,10 @@ impl Drop for PendingGuard {
 }
 
 fn clip(mut s: String) -> String {
-    s = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    s = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if s.len() > MAX_REASON_BYTES {
         let mut end = MAX_REASON_BYTES;
         while !s.is_char_boundary(end) {
@@ -130,7 +133,13 @@ pub fn check_fields(fields: Vec<types::DebugField>) -> Result<Vec<(String, Strin
     let mut problems = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for f in &fields {
-        let shown: String = f.name.chars().take(64).collect::<String>().escape_debug().to_string();
+        let shown: String = f
+            .name
+            .chars()
+            .take(64)
+            .collect::<String>()
+            .escape_debug()
+            .to_string();
         if !check_name(&f.name) {
             problems.push(format!(
                 "invalid field name `{shown}` (a lower-case letter, then lower-case letters, digits or `_`, at most 64)"
@@ -185,7 +194,11 @@ impl DebugFieldProviders {
     }
 
     /// Asks every provider serving `row.backend`, within the budget.
-    pub async fn collect(self: &Arc<Self>, plugins: &PluginRegistry, row: &ExecutionRow) -> DebugOutcome {
+    pub async fn collect(
+        self: &Arc<Self>,
+        plugins: &PluginRegistry,
+        row: &ExecutionRow,
+    ) -> DebugOutcome {
         let deadline = Instant::now() + self.budget;
         let mut providers: Vec<Arc<Plugin>> = plugins
             .running()
@@ -253,7 +266,10 @@ impl DebugFieldProviders {
                         }
                     },
                 };
-                if !backends.iter().any(|b| b.eq_ignore_ascii_case(&record.backend)) {
+                if !backends
+                    .iter()
+                    .any(|b| b.eq_ignore_ascii_case(&record.backend))
+                {
                     return Answer::NotServed;
                 }
                 match p.fields(&record).await {
@@ -322,8 +338,14 @@ mod tests {
             (vec![f("a", "x"), f("a", "y")], "given twice"),
             (vec![f("a", "line\nbreak")], "control characters"),
             (vec![f("a", "\u{0}")], "control characters"),
-            (vec![f("a", &"x".repeat(MAX_VALUE_BYTES + 1))], "bytes; at most"),
-            ((0..=MAX_FIELDS).map(|i| f(&format!("f{i}"), "v")).collect(), "fields; at most"),
+            (
+                vec![f("a", &"x".repeat(MAX_VALUE_BYTES + 1))],
+                "bytes; at most",
+            ),
+            (
+                (0..=MAX_FIELDS).map(|i| f(&format!("f{i}"), "v")).collect(),
+                "fields; at most",
+            ),
         ] {
             let e = check_fields(fields).unwrap_err();
             assert!(e.contains(needle), "{e}");

@@ -172,7 +172,10 @@ pub struct NewExecution {
     pub attributes: Map<String, Value>,
 }
 
-fn take_state(fields: &mut Map<String, Value>, errors: &mut Vec<ItemError>) -> Option<ExecutionState> {
+fn take_state(
+    fields: &mut Map<String, Value>,
+    errors: &mut Vec<ItemError>,
+) -> Option<ExecutionState> {
     match fields.remove("state") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => match ExecutionState::parse(&s) {
@@ -265,7 +268,11 @@ pub fn parse_patch(body: &[u8]) -> Result<ExecutionPatch, BodyError> {
     if let Some(m) = &attributes {
         check_attributes(m, &mut errors);
     }
-    unknown(fields, "state, scheduler_ids, profile, attributes", &mut errors);
+    unknown(
+        fields,
+        "state, scheduler_ids, profile, attributes",
+        &mut errors,
+    );
     if errors.is_empty() {
         Ok(ExecutionPatch {
             state,
@@ -320,7 +327,10 @@ pub fn parse_run_record(body: &[u8], now_ms: i64) -> Result<Vec<Value>, BodyErro
         }
     };
     if items.is_empty() {
-        return Err(BodyError::Invalid(vec![top("entries", "no entries in the body")]));
+        return Err(BodyError::Invalid(vec![top(
+            "entries",
+            "no entries in the body",
+        )]));
     }
     if items.len() > MAX_ENTRIES_PER_POST {
         return Err(BodyError::TooLarge(format!(
@@ -381,7 +391,9 @@ pub fn parse_run_record(body: &[u8], now_ms: i64) -> Result<Vec<Value>, BodyErro
         for key in ["status", "error"] {
             match fields.remove(key) {
                 None | Some(Value::Null) => {}
-                Some(Value::String(s)) if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
+                Some(Value::String(s))
+                    if !s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') =>
+                {
                     entry.insert(key.into(), Value::String(s));
                 }
                 Some(Value::String(_)) => {
@@ -428,18 +440,30 @@ mod tests {
         );
         assert_eq!(
             invalid(e),
-            vec!["id", "backend", "state", "scheduler_ids.job_id", "attributes.a b", "colour"]
+            vec![
+                "id",
+                "backend",
+                "state",
+                "scheduler_ids.job_id",
+                "attributes.a b",
+                "colour"
+            ]
         );
         let ok = parse_new(br#"{"backend":"slurm","profile":{"login_node":"ln1"}}"#).unwrap();
         assert_eq!(ok.state, ExecutionState::Pending);
         assert!(matches!(parse_new(b"{nope"), Err(BodyError::Malformed(_))));
-        assert_eq!(invalid(parse_new(br#"{"backend":"Dim!"}"#)), vec!["backend"]);
+        assert_eq!(
+            invalid(parse_new(br#"{"backend":"Dim!"}"#)),
+            vec!["backend"]
+        );
     }
 
     #[test]
     fn a_patch_may_not_change_what_was_fixed_at_creation() {
         assert_eq!(
-            invalid(parse_patch(br#"{"backend":"dim","id":"x","state":"running"}"#)),
+            invalid(parse_patch(
+                br#"{"backend":"dim","id":"x","state":"running"}"#
+            )),
             vec!["id", "backend"]
         );
         let p = parse_patch(br#"{"state":"running","attributes":{"gone":null}}"#).unwrap();
@@ -467,7 +491,10 @@ mod tests {
             )),
             vec!["phase", "attempt", "phase", "bogus"]
         );
-        let huge = format!(r#"{{"phase":"poll","answer":"{}"}}"#, "x".repeat(MAX_ENTRY_BYTES));
+        let huge = format!(
+            r#"{{"phase":"poll","answer":"{}"}}"#,
+            "x".repeat(MAX_ENTRY_BYTES)
+        );
         assert!(matches!(
             parse_run_record(huge.as_bytes(), 0),
             Err(BodyError::TooLarge(_))

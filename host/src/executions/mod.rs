@@ -169,7 +169,10 @@ mod tests {
         );
         for s in ExecutionState::ALL {
             assert_eq!(ExecutionState::parse(s.as_str()), Some(s));
-            assert!(!s.can_become(s), "{s:?} to itself is a no-op, not a transition");
+            assert!(
+                !s.can_become(s),
+                "{s:?} to itself is a no-op, not a transition"
+            );
         }
         assert!(Completed.next_states().is_empty());
     }

@@ -245,10 +245,17 @@ mod tests {
                 "slurm",
                 json!({"login_node": "a b", "remote_user": "u\u{0}", "session_dir": "/s", "job_id": 7})
             ),
-            vec!["profile.job_id", "profile.login_node", "profile.remote_user"]
+            vec![
+                "profile.job_id",
+                "profile.login_node",
+                "profile.remote_user"
+            ]
         );
         assert!(errors("k8s", json!({"namespace": "ml", "gpus": 2, "spot": false})).is_empty());
-        assert_eq!(errors("k8s", json!({"nested": {"a": 1}})), vec!["profile.nested"]);
+        assert_eq!(
+            errors("k8s", json!({"nested": {"a": 1}})),
+            vec!["profile.nested"]
+        );
     }
 
     #[test]

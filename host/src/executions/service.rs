@@ -77,9 +77,7 @@ pub async fn create(
     new: NewExecution,
     now_ms: i64,
 ) -> Result<ExecutionRow, ExecutionError> {
-    let id = new
-        .id
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let id = new.id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let mut times = Map::new();
     times.insert(new.state.as_str().into(), format_ms(now_ms).into());
     let row = ExecutionRow {
@@ -115,7 +113,9 @@ async fn compare_and_swap(
     head: &LogHead,
     id: &str,
     now_ms: i64,
-    mut change: impl FnMut(&mut ExecutionRow) -> Result<Option<(ExecutionState, ExecutionState)>, ExecutionError>,
+    mut change: impl FnMut(
+        &mut ExecutionRow,
+    ) -> Result<Option<(ExecutionState, ExecutionState)>, ExecutionError>,
 ) -> Result<ExecutionRow, ExecutionError> {
     for _ in 0..CAS_ATTEMPTS {
         let Some(current) = store.get_execution(id).await? else {
@@ -294,6 +294,9 @@ mod tests {
             .iter()
             .map(|e| e["attempt"].as_u64().unwrap())
             .collect();
-        assert!(attempts.windows(2).all(|w| w[1] == w[0] + 1), "no holes among the newest");
+        assert!(
+            attempts.windows(2).all(|w| w[1] == w[0] + 1),
+            "no holes among the newest"
+        );
     }
 }

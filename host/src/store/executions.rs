@@ -58,7 +58,9 @@ pub struct ExecutionQuery {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExecutionUpdate {
     /// Written; the seq of its event, if one was given.
-    Updated { event_seq: Option<i64> },
+    Updated {
+        event_seq: Option<i64>,
+    },
     /// The row's version is no longer the one read: read again and redo.
     Stale,
     NotFound,

@@ -14,9 +14,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use executions::{
-    ExecutionQuery, ExecutionRow, ExecutionStore, ExecutionUpdate, StateCount,
-};
+pub use executions::{ExecutionQuery, ExecutionRow, ExecutionStore, ExecutionUpdate, StateCount};
 pub use log_stats::LogStats;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

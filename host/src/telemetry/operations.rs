@@ -79,10 +79,9 @@ pub async fn dependencies(
                         e.unwrap_or_default()
                     )),
                 ),
-                (PluginCondition::Failed, e, _) => (
-                    false,
-                    Some(format!("failing: {}", e.unwrap_or_default())),
-                ),
+                (PluginCondition::Failed, e, _) => {
+                    (false, Some(format!("failing: {}", e.unwrap_or_default())))
+                }
             },
         };
         out.push(Dependency {
@@ -169,7 +168,12 @@ pub async fn render_gauges(
         "vigil_stream_subscribers",
         "Open live event streams (SSE) on this replica",
     );
-    sample(&mut out, "vigil_stream_subscribers", &[], live.subscribers() as f64);
+    sample(
+        &mut out,
+        "vigil_stream_subscribers",
+        &[],
+        live.subscribers() as f64,
+    );
     let db_ok = deps.first().is_some_and(|d| d.ok);
     if !db_ok {
         return out;

@@ -40,8 +40,14 @@ fn slurm_fields(execution: &Execution) -> Vec<(String, String)> {
     });
     [
         ("slurm_session_dir", session_dir),
-        ("slurm_login_node", attribute(execution, "profile.login_node")),
-        ("slurm_remote_user", attribute(execution, "profile.remote_user")),
+        (
+            "slurm_login_node",
+            attribute(execution, "profile.login_node"),
+        ),
+        (
+            "slurm_remote_user",
+            attribute(execution, "profile.remote_user"),
+        ),
     ]
     .into_iter()
     .filter_map(|(name, value)| value.map(|v| (name.to_string(), v.to_string())))

@@ -82,7 +82,9 @@ fn parse_args() -> Result<Args, String> {
         let dur = |s: String| humantime_like(&s).ok_or(format!("bad duration {s}"));
         match flag.as_str() {
             "--url" => a.url = Url::parse(&value()?).map_err(|e| e.to_string())?,
-            "--subscribers" => a.subscribers = Some(value()?.parse().map_err(|_| "bad --subscribers")?),
+            "--subscribers" => {
+                a.subscribers = Some(value()?.parse().map_err(|_| "bad --subscribers")?)
+            }
             "--events" => a.events = value()?.parse().map_err(|_| "bad --events")?,
             "--interval" => a.interval = dur(value()?)?,
             "--pid" => a.pid = Some(value()?.parse().map_err(|_| "bad --pid")?),
@@ -132,7 +134,10 @@ type Arrivals = Arc<Mutex<HashMap<i64, Instant>>>;
 /// Opens one SSE subscriber; its task records every id's arrival.
 async fn subscribe(client: &Client, url: &Url) -> Result<Arrivals, String> {
     let resp = client
-        .get(url.join("/api/v2/events/stream?cursor=latest").map_err(|e| e.to_string())?)
+        .get(
+            url.join("/api/v2/events/stream?cursor=latest")
+                .map_err(|e| e.to_string())?,
+        )
         .header("accept", "text/event-stream")
         .send()
         .await
@@ -207,7 +212,10 @@ async fn post_event(client: &Client, url: &Url, i: usize) -> Result<i64, String>
 
 async fn wait_delivered(subs: &[Arrivals], seq: i64) -> Result<(), String> {
     let deadline = Instant::now() + WAIT;
-    while !subs.iter().all(|s| s.lock().expect("arrivals").contains_key(&seq)) {
+    while !subs
+        .iter()
+        .all(|s| s.lock().expect("arrivals").contains_key(&seq))
+    {
         if Instant::now() > deadline {
             return Err(format!("event {seq} did not reach every subscriber"));
         }
@@ -244,15 +252,22 @@ async fn fanout(a: &Args, client: &Client) -> Result<Value, String> {
         "delivery": summary(every), "last_subscriber": summary(last)});
     eprintln!(
         "one event to {n} subscribers: last subscriber p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        out["last_subscriber"]["p50_ms"].as_f64().unwrap_or(f64::NAN),
-        out["last_subscriber"]["p99_ms"].as_f64().unwrap_or(f64::NAN),
-        out["last_subscriber"]["max_ms"].as_f64().unwrap_or(f64::NAN)
+        out["last_subscriber"]["p50_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        out["last_subscriber"]["p99_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        out["last_subscriber"]["max_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
     );
     Ok(out)
 }
 
 fn rss_bytes(pid: u32) -> Result<u64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}: {e}"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}: {e}"))?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -285,8 +300,10 @@ async fn memory(a: &Args, client: &Client) -> Result<Value, String> {
         after as f64 / 1e6,
         mb * 1000.0 / n as f64
     );
-    Ok(json!({"mode": "memory", "subscribers": n, "rss_before_bytes": before,
-        "rss_after_bytes": after, "delta_mb": mb}))
+    Ok(
+        json!({"mode": "memory", "subscribers": n, "rss_before_bytes": before,
+        "rss_after_bytes": after, "delta_mb": mb}),
+    )
 }
 
 async fn executions(a: &Args, client: &Client) -> Result<Value, String> {
@@ -298,7 +315,11 @@ async fn executions(a: &Args, client: &Client) -> Result<Value, String> {
                "profile": {"login_node": "ln1", "remote_user": "bench"}}),
     ] {
         let resp = client
-            .post(a.url.join("/api/v2/executions").map_err(|e| e.to_string())?)
+            .post(
+                a.url
+                    .join("/api/v2/executions")
+                    .map_err(|e| e.to_string())?,
+            )
             .json(&body)
             .send()
             .await
@@ -313,7 +334,11 @@ async fn executions(a: &Args, client: &Client) -> Result<Value, String> {
         let client = client.clone();
         let urls: Vec<Url> = ids
             .iter()
-            .map(|id| a.url.join(&format!("/api/v2/executions/{id}")).expect("url"))
+            .map(|id| {
+                a.url
+                    .join(&format!("/api/v2/executions/{id}"))
+                    .expect("url")
+            })
             .collect();
         tokio::spawn(async move {
             let (mut lat, mut incomplete, mut failed) = (Vec::new(), 0u64, 0u64);
@@ -362,9 +387,13 @@ async fn executions(a: &Args, client: &Client) -> Result<Value, String> {
         s["max_ms"].as_f64().unwrap_or(f64::NAN)
     );
     if failed > 0 || incomplete > 0 {
-        return Err(format!("{failed} failed and {incomplete} incomplete answers"));
+        return Err(format!(
+            "{failed} failed and {incomplete} incomplete answers"
+        ));
     }
-    Ok(json!({"mode": "executions", "concurrency": a.concurrency, "requests_per_sec": rps, "latency": s}))
+    Ok(
+        json!({"mode": "executions", "concurrency": a.concurrency, "requests_per_sec": rps, "latency": s}),
+    )
 }
 
 fn main() -> ExitCode {
@@ -385,7 +414,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let client = match Client::builder().no_proxy().pool_max_idle_per_host(2000).build() {
+    let client = match Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(2000)
+        .build()
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vigil-stream-bench: {e}");
