@@ -46,9 +46,12 @@ where
            AND (?5 IS NULL OR task_id = ?5)
            AND (?6 IS NULL OR event_time >= ?6)
            AND (?7 IS NULL OR event_time < ?7)
-           AND (?9 IS NULL OR json_extract(attributes, '$.execution_id') = ?9)
-           AND (?10 IS NULL OR json_extract(attributes, '$.source_id') = ?10)
-           AND (?11 IS NULL OR json_extract(attributes, '$.project_module') = ?11)
+           AND (?9 IS NULL OR (json_type(attributes, '$.execution_id') = 'text'
+                AND json_extract(attributes, '$.execution_id') = ?9))
+           AND (?10 IS NULL OR (json_type(attributes, '$.source_id') = 'text'
+                AND json_extract(attributes, '$.source_id') = ?10))
+           AND (?11 IS NULL OR (json_type(attributes, '$.project_module') = 'text'
+                AND json_extract(attributes, '$.project_module') = ?11))
          ORDER BY seq LIMIT ?8",
     )
     .bind(q.after_seq)
