@@ -54,9 +54,9 @@ fn the_dashboard_is_well_formed() {
         .flat_map(|p| {
             p["targets"]
                 .as_array()
-                .unwrap()
+                .expect("present")
                 .iter()
-                .map(|t| t["expr"].as_str().unwrap().to_string())
+                .map(|t| t["expr"].as_str().expect("present").to_string())
         })
         .collect::<Vec<_>>()
         .join("\n");
@@ -133,9 +133,9 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus_scraping_vi
         .await;
     assert!(instances[0]["metric"]["instance"].is_string());
     let d = dashboard();
-    for panel in d["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().unwrap() {
-            let expr = as_grafana_sends(target["expr"].as_str().unwrap());
+    for panel in d["panels"].as_array().expect("present") {
+        for target in panel["targets"].as_array().expect("present") {
+            let expr = as_grafana_sends(target["expr"].as_str().expect("present"));
             let result = prometheus
                 .query_until_some(&expr, Duration::from_secs(30))
                 .await;

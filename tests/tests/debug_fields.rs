@@ -235,7 +235,7 @@ async fn hostile_providers_leave_errors_and_the_answer_comes_within_the_budget(b
         );
         assert_eq!(errors.len(), 3, "{errors:#?}");
         for e in errors {
-            let r = e["reason"].as_str().unwrap();
+            let r = e["reason"].as_str().expect("present");
             assert!(r.len() <= 1100 && !r.chars().any(char::is_control), "{r:?}");
         }
     }
@@ -257,7 +257,7 @@ async fn hostile_providers_leave_errors_and_the_answer_comes_within_the_budget(b
         assert_eq!(got["debug_fields"], json!({}), "{kind}");
         let reason = got["debug_errors"]
             .as_array()
-            .unwrap()
+            .expect("present")
             .iter()
             .find(|e| e["plugin"] == "garbage")
             .and_then(|e| e["reason"].as_str())

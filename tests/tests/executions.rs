@@ -105,7 +105,10 @@ async fn executions_are_created_read_listed_and_updated(backend: Backend) {
         "already_exists",
     )
     .await;
-    assert!(err["message"].as_str().unwrap().contains("run-1"), "{err}");
+    assert!(
+        err["message"].as_str().expect("present").contains("run-1"),
+        "{err}"
+    );
     assert_eq!(get_execution(&server, "run-1").await["backend"], "dim");
 
     // Read one: the record plus (no providers here) empty debug fields.
@@ -167,9 +170,9 @@ async fn executions_are_created_read_listed_and_updated(backend: Backend) {
     let ids = |page: &Value| -> Vec<String> {
         page["executions"]
             .as_array()
-            .unwrap()
+            .expect("present")
             .iter()
-            .map(|e| e["id"].as_str().unwrap().to_string())
+            .map(|e| e["id"].as_str().expect("present").to_string())
             .collect()
     };
     assert_eq!(ids(&list("").await).len(), 3);
@@ -246,7 +249,7 @@ async fn every_illegal_transition_is_a_conflict_naming_the_current_state(backend
                 assert_eq!(body["state"], to);
             } else {
                 let err = expect_error(resp, 409, "invalid_transition").await;
-                let message = err["message"].as_str().unwrap();
+                let message = err["message"].as_str().expect("present");
                 assert!(
                     message.contains(&format!("is `{from}`"))
                         && message.contains(&format!("`{to}`")),
@@ -310,7 +313,10 @@ async fn every_state_change_is_an_event_in_the_log(backend: Backend) {
         assert_eq!(e["backend"], "slurm");
         assert_eq!(e["scheduler_ids"]["job_id"], "s:1|/d");
     }
-    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let seqs: Vec<i64> = events
+        .iter()
+        .map(|e| e["seq"].as_i64().expect("present"))
+        .collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     // They share the log with reported events and survive a restart.
     let mut server = server;
@@ -350,18 +356,18 @@ async fn the_run_record_keeps_submit_and_poll_details_within_its_bounds(backend:
         assert_eq!(status, 200, "{body:#}");
     }
     let record = get_execution(&server, "r1").await["run_record"].clone();
-    let entries = record["entries"].as_array().unwrap();
+    let entries = record["entries"].as_array().expect("present");
     let bytes: usize = entries.iter().map(|e| e.to_string().len() + 1).sum();
     assert!(bytes <= 256 * 1024, "{bytes} bytes kept");
-    assert_eq!(record["bytes"].as_u64().unwrap() as usize, bytes);
+    assert_eq!(record["bytes"].as_u64().expect("present") as usize, bytes);
     assert_eq!(entries[0]["phase"], "submit", "the first entry is kept");
     assert_eq!(
-        entries.last().unwrap()["attempt"],
+        entries.last().expect("present")["attempt"],
         101,
         "the newest is kept"
     );
     assert_eq!(
-        record["dropped"].as_u64().unwrap() as usize + entries.len(),
+        record["dropped"].as_u64().expect("present") as usize + entries.len(),
         101
     );
     // An entry over 16 KiB and more than 100 entries at once are refused whole.
@@ -390,7 +396,7 @@ async fn the_run_record_keeps_submit_and_poll_details_within_its_bounds(backend:
     .await;
     let fields: Vec<(Value, Value)> = err["details"]
         .as_array()
-        .unwrap()
+        .expect("present")
         .iter()
         .map(|d| (d["index"].clone(), d["field"].clone()))
         .collect();
@@ -466,7 +472,7 @@ async fn bad_execution_bodies_are_refused_and_change_nothing(backend: Backend) {
         assert!(
             err["details"]
                 .as_array()
-                .unwrap()
+                .expect("present")
                 .iter()
                 .any(|d| d["field"] == field),
             "{field}: {err:#}"
@@ -494,7 +500,7 @@ async fn bad_execution_bodies_are_refused_and_change_nothing(backend: Backend) {
         assert!(
             err["details"]
                 .as_array()
-                .unwrap()
+                .expect("present")
                 .iter()
                 .any(|d| d["field"] == field),
             "{field}: {err:#}"
@@ -503,7 +509,10 @@ async fn bad_execution_bodies_are_refused_and_change_nothing(backend: Backend) {
     assert_eq!(get_execution(&server, "keep").await, before);
     let (status, page) = status_json(server.get("/api/v2/executions").await).await;
     assert_eq!(
-        (status, page["executions"].as_array().unwrap().len()),
+        (
+            status,
+            page["executions"].as_array().expect("present").len()
+        ),
         (200, 1)
     );
     assert_eq!(state_events(&server).await.len(), 1);

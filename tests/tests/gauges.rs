@@ -24,9 +24,9 @@ async fn scrape(server: &TestServer) -> String {
         .get(server.metrics_url("/metrics"))
         .send()
         .await
-        .unwrap();
+        .expect("present");
     assert_eq!(resp.status(), 200);
-    resp.text().await.unwrap()
+    resp.text().await.expect("present")
 }
 
 async fn wait_value(
@@ -58,7 +58,7 @@ async fn transition(server: &TestServer, id: &str, to: &str) {
         .json(&json!({"state": to}))
         .send()
         .await
-        .unwrap();
+        .expect("present");
     assert_eq!(resp.status(), 200, "{id} -> {to}");
 }
 
@@ -199,7 +199,7 @@ async fn gauges_move_as_executions_change_state_and_publishers_fall_behind(backe
     let dep = |kind: &str, name: &str| -> Value {
         ready["dependencies"]
             .as_array()
-            .unwrap()
+            .expect("present")
             .iter()
             .find(|d| d["kind"] == kind && d["name"] == name)
             .cloned()
@@ -210,7 +210,7 @@ async fn gauges_move_as_executions_change_state_and_publishers_fall_behind(backe
     assert!(
         dep("publisher", "hook")["reason"]
             .as_str()
-            .unwrap()
+            .expect("present")
             .contains("503"),
         "{ready:#}"
     );
@@ -218,7 +218,7 @@ async fn gauges_move_as_executions_change_state_and_publishers_fall_behind(backe
     assert!(
         dep("plugin", "broken")["reason"]
             .as_str()
-            .unwrap()
+            .expect("present")
             .starts_with("failed to load"),
         "{ready:#}"
     );
@@ -286,20 +286,20 @@ async fn gauges_move_as_executions_change_state_and_publishers_fall_behind(backe
     drop(two);
 
     // Both exposition formats stay valid with the new families.
-    promtool_check(&scrape(&server).await).unwrap();
+    promtool_check(&scrape(&server).await).expect("present");
     let om = server
         .client()
         .get(server.metrics_url("/metrics"))
         .header("accept", "application/openmetrics-text; version=1.0.0")
         .send()
         .await
-        .unwrap()
+        .expect("present")
         .text()
         .await
-        .unwrap();
+        .expect("present");
     assert!(om.trim_end().ends_with("# EOF"), "{om}");
     assert!(om.contains("vigil_executions{"), "{om}");
-    openmetrics_check(&om).unwrap();
+    openmetrics_check(&om).expect("present");
 }
 
 vigil_tests::backend_tests!(gauges_move_as_executions_change_state_and_publishers_fall_behind);

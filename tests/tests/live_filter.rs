@@ -21,15 +21,15 @@ async fn open(db: &TestDatabase) -> Arc<dyn Store> {
 fn event(i: usize, task: Option<&str>, attributes: &str) -> NewEvent {
     NewEvent {
         event_id: format!("e{i}"),
-        event_type: if i % 2 == 0 {
+        event_type: if i.is_multiple_of(2) {
             "TaskStarted"
         } else {
             "myapp.Milestone"
         }
         .into(),
         event_time_ms: 1_000 * i as i64,
-        session_id: (i % 3 == 0).then(|| "s1".to_string()),
-        workflow_id: (i % 4 == 0).then(|| "w1".to_string()),
+        session_id: i.is_multiple_of(3).then(|| "s1".to_string()),
+        workflow_id: i.is_multiple_of(4).then(|| "w1".to_string()),
         task_id: task.map(str::to_string),
         backend: None,
         attributes: attributes.into(),
@@ -50,7 +50,13 @@ async fn the_live_filter_agrees_with_the_store_query(backend: Backend) {
         r#"{"execution_id":"ünï","source_id":"s'a\"b"}"#,
     ];
     let events: Vec<NewEvent> = (0..24)
-        .map(|i| event(i, (i % 5 == 0).then_some("t1"), attrs[i % attrs.len()]))
+        .map(|i| {
+            event(
+                i,
+                i.is_multiple_of(5).then_some("t1"),
+                attrs[i % attrs.len()],
+            )
+        })
         .collect();
     store.append_events(&events, 5).await.expect("append");
     let all = store

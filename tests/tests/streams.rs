@@ -17,7 +17,7 @@ async fn post_events(server: &TestServer, events: Value) -> Vec<i64> {
     assert_eq!(status, 200, "{body:#}");
     body["seqs"]
         .as_array()
-        .unwrap()
+        .expect("present")
         .iter()
         .map(|s| s.as_i64().expect("stored"))
         .collect()
@@ -28,7 +28,7 @@ fn seqs_of(page: &Value) -> Vec<i64> {
         .as_array()
         .unwrap_or_else(|| panic!("no events: {page}"))
         .iter()
-        .map(|e| e["seq"].as_i64().unwrap())
+        .map(|e| e["seq"].as_i64().expect("present"))
         .collect()
 }
 
@@ -127,7 +127,7 @@ async fn stream_pages_are_json_by_default_and_scoped(backend: Backend) {
         .header("last-event-id", "soon")
         .send()
         .await
-        .unwrap();
+        .expect("present");
     expect_error(resp, 400, "invalid_request").await;
 }
 
@@ -186,13 +186,13 @@ async fn sse_sends_history_then_follows_live_in_order(backend: Backend) {
             .json(&json!({"state": to}))
             .send()
             .await
-            .unwrap();
+            .expect("present");
         assert_eq!(resp.status(), 200);
     }
     let life = scoped.events(3, WAIT).await;
     let moves: Vec<String> = life
         .iter()
-        .map(|m| m.json()["to_state"].as_str().unwrap().to_string())
+        .map(|m| m.json()["to_state"].as_str().expect("present").to_string())
         .collect();
     assert_eq!(moves, vec!["pending", "running", "failed"]);
     let life_seqs: Vec<i64> = life.iter().map(SseMessage::seq).collect();
@@ -242,7 +242,7 @@ async fn a_reconnect_with_last_event_id_resumes_with_no_gap_and_no_repeat(backen
     drop(stream);
     // While disconnected: more events.
     expected.extend(post_events(&server, batch("b")).await);
-    let last = *received.last().unwrap();
+    let last = *received.last().expect("present");
     let mut resumed = SseStream::open(&server, "/api/v2/events/stream", Some(last)).await;
     expected.extend(post_events(&server, batch("c")).await);
     let rest = resumed.events(expected.len() - received.len(), WAIT).await;
@@ -252,7 +252,7 @@ async fn a_reconnect_with_last_event_id_resumes_with_no_gap_and_no_repeat(backen
     let mut at_end = SseStream::open(
         &server,
         "/api/v2/events/stream?cursor=0",
-        Some(*expected.last().unwrap()),
+        Some(*expected.last().expect("present")),
     )
     .await;
     let more = post_events(&server, json!({"event_type": "TaskCompleted"})).await;
@@ -356,7 +356,7 @@ async fn a_slow_subscriber_is_cut_with_a_reason_and_others_keep_up(backend: Back
     let ids: Vec<i64> = text
         .lines()
         .filter_map(|l| l.strip_prefix("id: "))
-        .map(|i| i.trim().parse().unwrap())
+        .map(|i| i.trim().parse().expect("present"))
         .collect();
     assert!(
         ids.len() < posted.len(),

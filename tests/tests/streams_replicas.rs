@@ -16,9 +16,9 @@ async fn post(server: &TestServer, body: Value) -> Vec<i64> {
     assert_eq!(status, 200, "{json:#}");
     json["seqs"]
         .as_array()
-        .unwrap()
+        .expect("present")
         .iter()
-        .map(|s| s.as_i64().unwrap())
+        .map(|s| s.as_i64().expect("present"))
         .collect()
 }
 
@@ -78,7 +78,7 @@ async fn two_replicas_stream_each_others_events_in_log_order() {
             .json(&json!({"state": "running"}))
             .send()
             .await
-            .unwrap();
+            .expect("present");
         assert_eq!(resp.status(), 200);
     });
     let () = created;
@@ -100,9 +100,9 @@ async fn two_replicas_stream_each_others_events_in_log_order() {
     .await;
     let stored: Vec<i64> = page["events"]
         .as_array()
-        .unwrap()
+        .expect("present")
         .iter()
-        .map(|e| e["seq"].as_i64().unwrap())
+        .map(|e| e["seq"].as_i64().expect("present"))
         .collect();
     assert_eq!(stored, expected);
     for (name, stream) in [("A", &mut on_a), ("B", &mut on_b)] {
@@ -149,7 +149,7 @@ async fn every_commit_to_the_log_is_announced_with_notify() {
     let (_, page) = status_json(server.get("/api/v2/executions/n1/events").await).await;
     assert_eq!(
         next_seq(&mut listener).await,
-        page["events"][0]["seq"].as_i64().unwrap()
+        page["events"][0]["seq"].as_i64().expect("present")
     );
 }
 

@@ -76,7 +76,7 @@ pub fn matches(q: &EventQuery, event: &StoredEvent, scope: &Scope) -> bool {
         want.as_ref()
             .is_none_or(|w| have.as_deref() == Some(w.as_str()))
     };
-    (q.event_types.is_empty() || q.event_types.iter().any(|t| *t == event.event_type))
+    (q.event_types.is_empty() || q.event_types.contains(&event.event_type))
         && eq(&q.session_id, &event.session_id)
         && eq(&q.workflow_id, &event.workflow_id)
         && eq(&q.task_id, &event.task_id)
@@ -296,10 +296,9 @@ impl Follower {
             bytes += json.len();
             self.pending.push_back((e.seq, json));
         }
-        if n > 0 {
-            // Aim the next page at PAGE_BYTES, by this page's mean size.
-            let mean = (bytes / n).max(1);
-            self.page_limit = ((PAGE_BYTES / mean) as u32).clamp(1, MAX_PAGE);
+        // Aim the next page at PAGE_BYTES, by this page's mean size.
+        if let Some(mean) = bytes.checked_div(n) {
+            self.page_limit = ((PAGE_BYTES / mean.max(1)) as u32).clamp(1, MAX_PAGE);
         }
         Ok((n, n == limit as usize))
     }

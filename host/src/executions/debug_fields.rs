@@ -300,15 +300,19 @@ impl DebugFieldProviders {
                 }),
                 Answer::Fields(fields) => {
                     for (k, v) in fields {
-                        if outcome.fields.contains_key(&k) {
-                            outcome.errors.push(DebugError {
-                                plugin: name.clone(),
-                                reason: format!(
-                                    "field `{k}` was already given by another provider; kept the first"
-                                ),
-                            });
-                        } else {
-                            outcome.fields.insert(k, v);
+                        match outcome.fields.entry(k) {
+                            std::collections::btree_map::Entry::Occupied(e) => {
+                                outcome.errors.push(DebugError {
+                                    plugin: name.clone(),
+                                    reason: format!(
+                                        "field `{}` was already given by another provider; kept the first",
+                                        e.key()
+                                    ),
+                                });
+                            }
+                            std::collections::btree_map::Entry::Vacant(e) => {
+                                e.insert(v);
+                            }
                         }
                     }
                 }
