@@ -231,15 +231,51 @@ pub async fn run(
     Ok(())
 }
 
+/// Serves HTTP/1.1 on `listener` until `stop`, then lets every open
+/// connection finish its in-flight request and returns once all are closed.
+/// A connection is one small task with hyper's HTTP/1 state only (axum's
+/// `serve` also carries protocol detection per connection), which keeps an
+/// idle connection, such as a live event stream, cheap.
 async fn serve(listener: TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) {
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "server failed");
+    let (open_tx, open_rx) = watch::channel(());
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: wait, do not spin.
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut stop = stop.clone();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            let stopping = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let finished = tokio::select! {
+                _ = conn.as_mut() => true,
+                () = stopping => false,
+            };
+            if !finished {
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.as_mut().await;
+            }
+            drop(open);
+        });
     }
+    drop(open_rx);
+    open_tx.closed().await;
 }
 
 #[derive(Clone, Copy)]
