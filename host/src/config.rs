@@ -112,6 +112,19 @@ pub struct ServeArgs {
     /// Prometheus client libraries do) or `reported` (NoETL's names) [default: total].
     #[arg(long, env = "VIGIL_COUNTER_NAMES", value_enum)]
     pub counter_names: Option<CounterNaming>,
+    // --- executions and provenance streams (issue 13) ---
+    /// Time all debug-field providers together get per execution read [default: 250ms].
+    #[arg(long, env = "VIGIL_DEBUG_FIELDS_BUDGET")]
+    pub debug_fields_budget: Option<String>,
+    /// Interval of keep-alive comments on idle event streams [default: 15s].
+    #[arg(long, env = "VIGIL_STREAM_KEEP_ALIVE")]
+    pub stream_keep_alive: Option<String>,
+    /// Events kept in memory for live stream subscribers [default: 4096].
+    #[arg(long, env = "VIGIL_STREAM_BUFFER")]
+    pub stream_buffer: Option<usize>,
+    /// A live stream subscriber behind the live log for this long is cut [default: 10s].
+    #[arg(long, env = "VIGIL_STREAM_SLOW_AFTER")]
+    pub stream_slow_after: Option<String>,
 }
 
 /// `--counter-names`.
@@ -148,6 +161,10 @@ struct FileConfig {
     idle_timeout: Option<String>,
     max_connections: Option<usize>,
     counter_names: Option<CounterNaming>,
+    debug_fields_budget: Option<String>,
+    stream_keep_alive: Option<String>,
+    stream_buffer: Option<usize>,
+    stream_slow_after: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,6 +237,10 @@ pub struct Config {
     pub max_items_per_request: usize,
     pub connections: crate::api::connections::ConnectionLimits,
     pub counter_names: crate::metrics::index::CounterNames,
+    pub debug_fields_budget: Duration,
+    pub stream_keep_alive: Duration,
+    pub stream_buffer: usize,
+    pub stream_slow_after: Duration,
 }
 
 /// A configuration problem, reported before anything starts.
@@ -423,7 +444,31 @@ impl Config {
                 CounterNaming::Total => crate::metrics::index::CounterNames::Total,
                 CounterNaming::Reported => crate::metrics::index::CounterNames::Reported,
             },
+            debug_fields_budget: duration(
+                "debug_fields_budget",
+                args.debug_fields_budget.or(file.debug_fields_budget),
+                "250ms",
+            )?,
+            stream_keep_alive: duration(
+                "stream_keep_alive",
+                args.stream_keep_alive.or(file.stream_keep_alive),
+                "15s",
+            )?,
+            stream_buffer: args.stream_buffer.or(file.stream_buffer).unwrap_or(4096),
+            stream_slow_after: duration(
+                "stream_slow_after",
+                args.stream_slow_after.or(file.stream_slow_after),
+                "10s",
+            )?,
         };
+        if config.debug_fields_budget.is_zero() || config.stream_keep_alive.is_zero() {
+            return Err(err(
+                "debug_fields_budget and stream_keep_alive must be greater than 0",
+            ));
+        }
+        if !(1..=1_000_000).contains(&config.stream_buffer) {
+            return Err(err("stream_buffer must be from 1 to 1000000 events"));
+        }
         config.check_exposure()?;
         if config.retention.is_zero() {
             return Err(err("retention must be greater than 0"));

@@ -7,6 +7,7 @@ pub mod bus;
 pub mod components;
 pub mod config;
 pub mod events;
+pub mod executions;
 pub mod metrics;
 pub mod plugins;
 pub mod server;

@@ -13,9 +13,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
-use crate::bus::{DeliveryManager, DeliverySettings};
+use crate::bus::{DeliveryManager, DeliverySettings, LiveHub, LogHead};
 use crate::components::ComponentDirectory;
 use crate::config::Config;
+use crate::executions::debug_fields::DebugFieldProviders;
 use crate::metrics::index::SeriesIndex;
 use crate::metrics::ingest::{rebuild_index, spawn_writer};
 use crate::plugins::{PluginEngine, PluginRegistry};
@@ -124,12 +125,26 @@ pub async fn run(
     })?;
 
     let metrics = Arc::new(SelfMetrics::new());
+    let head = Arc::new(LogHead::new(store.max_seq().await.map_err(|source| {
+        StartError::Store {
+            url: url.clone(),
+            source,
+        }
+    })?));
     let (ingest, writer) = spawn_writer(
         store.clone(),
         index.clone(),
         metrics.clone(),
         components.clone(),
+        head.clone(),
     );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let live = LiveHub::new(
+        config.stream_buffer,
+        config.stream_slow_after,
+        stop_rx.clone(),
+    );
+    let debug_fields = Arc::new(DebugFieldProviders::new(config.debug_fields_budget));
     let config = Arc::new(config);
     let state = AppState {
         config: config.clone(),
@@ -141,6 +156,9 @@ pub async fn run(
         sampler: Arc::new(SystemSampler::default()),
         plugins: plugins.clone(),
         delivery: delivery.clone(),
+        head: head.clone(),
+        live: live.clone(),
+        debug_fields,
     };
 
     let api_listener = bind(config.listen).await?;
@@ -160,7 +178,6 @@ pub async fn run(
         .map_or_else(|| "off".to_string(), |a| a.to_string());
     tracing::info!(api = %api_addr, metrics = %metrics_addr, auth = config.auth_enabled(), "listening");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("shutdown requested: no new connections, finishing in-flight work");
@@ -169,8 +186,18 @@ pub async fn run(
 
     let watcher = tokio::spawn(plugins.clone().watch(stop_rx.clone()));
     let deliveries = tokio::spawn(delivery.clone().run(stop_rx.clone()));
-    let mut background: Vec<JoinHandle<()>> =
-        vec![tokio::spawn(retention_loop(state.clone(), stop_rx.clone()))];
+    let mut background: Vec<JoinHandle<()>> = vec![
+        tokio::spawn(retention_loop(state.clone(), stop_rx.clone())),
+        tokio::spawn(live.run(state.store.clone(), head.clone(), stop_rx.clone())),
+    ];
+    if state.store.backend() == "postgres" {
+        // Replicas wake each other's live followers (the log stays the truth).
+        background.extend(crate::bus::pg_notify::spawn(
+            config.database_url.clone(),
+            head.clone(),
+            stop_rx.clone(),
+        ));
+    }
     if !config.self_report_interval.is_zero() {
         background.push(tokio::spawn(self_report_loop(
             state.clone(),

@@ -4,10 +4,19 @@
 -- `attributes` (the fields besides the indexed ones) and millisecond
 -- `event_time` are folded into `body`. Retention walks events in seq order
 -- (seq follows receive time), so `received_at` needs no index.
-ALTER TABLE events ADD COLUMN body TEXT, ADD COLUMN event_ts DOUBLE PRECISION;
+-- execution_id, source_id, project_module: the provenance scopes (the
+-- event's string fields of these names, at the top level, else in `attributes`).
+ALTER TABLE events ADD COLUMN body TEXT, ADD COLUMN event_ts DOUBLE PRECISION,
+  ADD COLUMN execution_id TEXT, ADD COLUMN source_id TEXT, ADD COLUMN project_module TEXT;
 
 UPDATE events SET
   event_ts = event_time / 1000.0,
+  execution_id = CASE WHEN json_typeof(attributes::json -> 'execution_id') = 'string'
+                      THEN attributes::json ->> 'execution_id' END,
+  source_id = CASE WHEN json_typeof(attributes::json -> 'source_id') = 'string'
+                   THEN attributes::json ->> 'source_id' END,
+  project_module = CASE WHEN json_typeof(attributes::json -> 'project_module') = 'string'
+                        THEN attributes::json ->> 'project_module' END,
   body = (replace(attributes, '\u0000', '\ufffd')::jsonb || jsonb_strip_nulls(jsonb_build_object(
            'event_id', event_id, 'event_type', event_type, 'event_time', event_time / 1000.0,
            'session_id', session_id, 'workflow_id', workflow_id, 'task_id', task_id,
@@ -24,3 +33,6 @@ CREATE INDEX events_ts ON events (event_ts);
 CREATE INDEX events_session ON events (session_id, seq) WHERE session_id IS NOT NULL;
 CREATE INDEX events_workflow ON events (workflow_id, seq) WHERE workflow_id IS NOT NULL;
 CREATE INDEX events_task ON events (task_id, seq) WHERE task_id IS NOT NULL;
+CREATE INDEX events_execution ON events (execution_id, seq) WHERE execution_id IS NOT NULL;
+CREATE INDEX events_source ON events (source_id, seq) WHERE source_id IS NOT NULL;
+CREATE INDEX events_project ON events (project_module, seq) WHERE project_module IS NOT NULL;

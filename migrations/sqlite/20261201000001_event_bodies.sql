@@ -13,13 +13,24 @@ CREATE TABLE events_v2 (
     workflow_id  TEXT,
     task_id      TEXT,
     backend      TEXT,
+    -- provenance scopes: the event's string fields of these names (at the
+    -- top level, else in `attributes`)
+    execution_id    TEXT,
+    source_id       TEXT,
+    project_module  TEXT,
     body         TEXT NOT NULL,
     received_at  INTEGER NOT NULL
 );
 
 INSERT INTO events_v2 (seq, event_id, event_type, event_ts, session_id, workflow_id, task_id,
-                       backend, body, received_at)
+                       backend, execution_id, source_id, project_module, body, received_at)
 SELECT seq, event_id, event_type, event_time / 1000.0, session_id, workflow_id, task_id, backend,
+       CASE WHEN json_type(attributes, '$.execution_id') = 'text'
+            THEN json_extract(attributes, '$.execution_id') END,
+       CASE WHEN json_type(attributes, '$.source_id') = 'text'
+            THEN json_extract(attributes, '$.source_id') END,
+       CASE WHEN json_type(attributes, '$.project_module') = 'text'
+            THEN json_extract(attributes, '$.project_module') END,
        json_set(
          CASE WHEN backend IS NULL THEN j3 ELSE json_set(j3, '$.backend', backend) END,
          '$.event_id', event_id, '$.event_type', event_type, '$.event_time', event_time / 1000.0),
@@ -43,3 +54,6 @@ CREATE INDEX events_type ON events (event_type, seq);
 CREATE INDEX events_session ON events (session_id, seq) WHERE session_id IS NOT NULL;
 CREATE INDEX events_workflow ON events (workflow_id, seq) WHERE workflow_id IS NOT NULL;
 CREATE INDEX events_task ON events (task_id, seq) WHERE task_id IS NOT NULL;
+CREATE INDEX events_execution ON events (execution_id, seq) WHERE execution_id IS NOT NULL;
+CREATE INDEX events_source ON events (source_id, seq) WHERE source_id IS NOT NULL;
+CREATE INDEX events_project ON events (project_module, seq) WHERE project_module IS NOT NULL;

@@ -29,6 +29,7 @@ mod proxy;
 pub mod receivers;
 mod reports;
 mod server;
+mod sse;
 
 pub use database::*;
 pub use exposition::*;
@@ -38,6 +39,7 @@ pub use proxy::*;
 pub use receivers::webhook::{ReceivedRequest, Reply, WebhookReceiver};
 pub use reports::*;
 pub use server::*;
+pub use sse::*;
 
 pub use reqwest;
 pub use serde_json::{json, Value};

@@ -18,11 +18,20 @@ pub const PLUGIN_TARGET: &str = "wasm32-wasip2";
 ///
 /// - `noop-publisher`: accepts everything after reading every sample (benchmarks).
 /// - `webhook-publisher`: POSTs batches as JSON to config `url`.
+/// - `dim`: debug-fields world, backend `dim`: `dim_session_status_url`,
+///   `dim_graph_status_url` (table in `plugins/dim/tests/cases.json`).
+/// - `slurm`: debug-fields world, backend `slurm`: `slurm_session_dir`,
+///   `slurm_login_node`, `slurm_remote_user` (table in `plugins/slurm/tests/cases.json`).
 /// - `echo-debug-fields`: debug-fields world; backend `echo`, field `echo_id`.
 /// - `echo-notifier`: notifier world; receipt id = alert id.
 /// - `file-reader`: publish fails permanently with the error of reading /etc/passwd.
 /// - `flaky-publisher`: publish panics for the first `fail_first` calls of an
 ///   instance, or until the wall clock passes `fail_until_ms`.
+/// - `garbage-debug-fields`, `hang-debug-fields`, `trap-debug-fields`:
+///   debug-field providers for `dim`, `slurm` and `hostile` whose `fields`
+///   returns rule-breaking fields (kind chosen by the execution attribute
+///   `garbage`: too_many, huge, bad_name, control, duplicate, error) / never
+///   returns / panics.
 /// - `forbidden-host`: publish POSTs to http://203.0.113.7:9/ and fails
 ///   permanently with the host's denial (`HttpRequestDenied`).
 /// - `large-publisher`: accepts everything; about 2 MB of generated code (reload benchmarks).
@@ -38,11 +47,15 @@ pub fn all_plugin_names() -> &'static [&'static str] {
         "noop-publisher",
         "webhook-publisher",
         "big-alloc",
+        "dim",
+        "slurm",
         "echo-debug-fields",
         "echo-notifier",
         "file-reader",
         "flaky-publisher",
         "forbidden-host",
+        "garbage-debug-fields",
+        "hang-debug-fields",
         "infinite-loop",
         "large-publisher",
         "lying-publisher",
@@ -50,6 +63,7 @@ pub fn all_plugin_names() -> &'static [&'static str] {
         "oversized-result",
         "panic-publisher",
         "stack-overflow",
+        "trap-debug-fields",
     ]
 }
 

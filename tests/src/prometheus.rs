@@ -166,6 +166,23 @@ impl PrometheusServer {
             .unwrap_or_default()
     }
 
+    /// Polls an instant query until its result is not empty; returns the result.
+    pub async fn query_until_some(&self, expr: &str, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let result = self.query(expr, None).await;
+            if !result.is_empty() {
+                return result;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "query `{expr}` stayed empty for {timeout:?}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// The `activeTargets` of `/api/v1/targets`.
     pub async fn targets(&self) -> Vec<Value> {
         let body: Value = self

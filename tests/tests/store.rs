@@ -324,6 +324,9 @@ fn event(id: &str, kind: &str, time_ms: i64, task: Option<&str>) -> NewEvent {
         workflow_id: None,
         task_id: task.map(Into::into),
         backend: None,
+        execution_id: None,
+        source_id: None,
+        project_module: None,
         body: format!(r#"{{"event_id":"{id}","n":"{id}"}}"#),
     }
 }

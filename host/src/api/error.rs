@@ -31,6 +31,10 @@ pub enum AppError {
     Unauthorized,
     Forbidden(&'static str),
     NotFound(String),
+    /// `409`: a code (e.g. `invalid_transition`) and a message naming the current state.
+    Conflict(&'static str, String),
+    /// `400` with one `details` entry per bad field of a request body.
+    InvalidBody(Vec<ItemError>),
     Unavailable(String),
     Internal(String),
 }
@@ -123,6 +127,13 @@ impl AppError {
                 None,
             ),
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m, None),
+            AppError::Conflict(code, m) => (StatusCode::CONFLICT, code, m, None),
+            AppError::InvalidBody(items) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                format!("{} invalid field(s); nothing was changed", items.len()),
+                Some(items),
+            ),
             AppError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m, None),
             AppError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");

@@ -115,7 +115,7 @@ pub struct EventPage {
 
 const MAX_LIMIT: u32 = 10_000;
 
-fn parse_query(raw: Option<&str>) -> Result<(EventQuery, NonFinite), AppError> {
+pub(crate) fn parse_query(raw: Option<&str>) -> Result<(EventQuery, NonFinite), AppError> {
     let mut q = EventQuery {
         limit: 100,
         ..EventQuery::default()
@@ -196,14 +196,23 @@ fn parse_query(raw: Option<&str>) -> Result<(EventQuery, NonFinite), AppError> {
 pub async fn list(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
-) -> Result<impl IntoResponse, AppError> {
+) -> Result<axum::response::Response, AppError> {
     let (q, style) = parse_query(raw.as_deref())?;
     let rows = state.store.list_events(&q).await?;
-    let next_cursor = (rows.len() == q.limit as usize)
+    Ok(page_response(&rows, q.limit, style))
+}
+
+/// A page of events as `GET /api/v2/events` answers it. Written by hand:
+/// the events are kept as sent, which a JSON value cannot hold when they
+/// carry Python's NaN or Infinity.
+pub(crate) fn page_response(
+    rows: &[crate::events::StoredEvent],
+    limit: u32,
+    style: NonFinite,
+) -> axum::response::Response {
+    let next_cursor = (rows.len() == limit as usize)
         .then(|| rows.last().map(|r| r.seq.to_string()))
         .flatten();
-    // Written by hand: the events are kept as sent, which a JSON value
-    // cannot hold when they carry Python's NaN or Infinity.
     let mut out = String::with_capacity(64 + rows.iter().map(|r| r.body.len() + 96).sum::<usize>());
     out.push_str("{\"events\":[");
     for (i, e) in rows.iter().enumerate() {
@@ -218,7 +227,7 @@ pub async fn list(
         None => out.push_str("null"),
     }
     out.push('}');
-    Ok(([(header::CONTENT_TYPE, "application/json")], out))
+    ([(header::CONTENT_TYPE, "application/json")], out).into_response()
 }
 
 #[cfg(test)]

@@ -40,6 +40,10 @@ pub struct Readiness {
     /// `ready` or `not_ready`.
     pub status: &'static str,
     pub checks: BTreeMap<&'static str, Check>,
+    /// Every dependency (the database, each plugin, each publisher) with
+    /// `ok` and, when failing, its `reason`: what `vigil_dependency_up` shows.
+    #[schema(value_type = Vec<Object>)]
+    pub dependencies: Vec<crate::telemetry::operations::Dependency>,
 }
 
 #[utoipa::path(get, path = "/api/v2/health", tag = "health",
@@ -124,6 +128,12 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         },
     };
     let ok = database.ok;
+    let dependencies = crate::telemetry::operations::dependencies(
+        state.store.as_ref(),
+        &state.plugins,
+        &state.delivery,
+    )
+    .await;
     let mut checks = BTreeMap::new();
     checks.insert("database", database);
     checks.insert("plugins", plugins);
@@ -138,6 +148,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         Json(Readiness {
             status: if ok { "ready" } else { "not_ready" },
             checks,
+            dependencies,
         }),
     )
 }

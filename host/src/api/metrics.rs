@@ -372,7 +372,7 @@ pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap) -> im
     refresh_gauges(&state);
     let format =
         ExpositionFormat::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let body = render_export(
+    let mut body = render_export(
         &state.index,
         &state.metrics,
         Some(&state.plugins),
@@ -380,6 +380,16 @@ pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap) -> im
         now_ms(),
         state.config.series_ttl.as_millis() as i64,
     );
+    // Operational gauges: executions, queues, dependencies, streams (issue 13).
+    let gauges = crate::telemetry::operations::render_gauges(
+        state.store.as_ref(),
+        &state.plugins,
+        &state.delivery,
+        &state.live,
+        now_ms(),
+    )
+    .await;
+    crate::telemetry::operations::insert_gauges(&mut body, &gauges);
     ([(header::CONTENT_TYPE, format.content_type())], body)
 }
 

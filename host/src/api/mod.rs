@@ -7,11 +7,13 @@ mod components;
 pub mod connections;
 pub mod error;
 mod events;
+mod executions;
 mod health;
 mod metrics;
 mod openapi;
 mod plugins;
 mod publishers;
+mod streams;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,15 +22,16 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{delete, get, post, MethodRouter};
+use axum::routing::{delete, get, patch, post, MethodRouter};
 use axum::Router;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::bus::DeliveryManager;
+use crate::bus::{DeliveryManager, LiveHub, LogHead};
 use crate::components::ComponentDirectory;
 use crate::config::Config;
+use crate::executions::debug_fields::DebugFieldProviders;
 use crate::metrics::index::SeriesIndex;
 use crate::metrics::ingest::IngestHandle;
 use crate::plugins::PluginRegistry;
@@ -51,6 +54,11 @@ pub struct AppState {
     pub sampler: Arc<SystemSampler>,
     pub plugins: Arc<PluginRegistry>,
     pub delivery: Arc<DeliveryManager>,
+    /// Bumped after every commit to the log (issue 13).
+    pub head: Arc<LogHead>,
+    /// Live event fan-out for the provenance streams.
+    pub live: Arc<LiveHub>,
+    pub debug_fields: Arc<DebugFieldProviders>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -87,6 +95,45 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         ),
         (Method::POST, "/api/v2/events", post(events::ingest)),
         (Method::GET, "/api/v2/events", get(events::list)),
+        // --- executions and provenance streams (issue 13) ---
+        (Method::POST, "/api/v2/executions", post(executions::create)),
+        (Method::GET, "/api/v2/executions", get(executions::list)),
+        (
+            Method::GET,
+            "/api/v2/executions/{id}",
+            get(executions::read),
+        ),
+        (
+            Method::PATCH,
+            "/api/v2/executions/{id}",
+            patch(executions::update),
+        ),
+        (
+            Method::POST,
+            "/api/v2/executions/{id}/run-record",
+            post(executions::run_record),
+        ),
+        (
+            Method::GET,
+            "/api/v2/executions/{id}/events",
+            get(streams::execution_events),
+        ),
+        (
+            Method::GET,
+            "/api/v2/sources/{id}/events",
+            get(streams::source_events),
+        ),
+        (
+            Method::GET,
+            "/api/v2/projects/{module}/events",
+            get(streams::project_events),
+        ),
+        (
+            Method::GET,
+            "/api/v2/events/stream",
+            get(streams::all_events),
+        ),
+        // --- end issue 13 ---
         (Method::GET, "/api/v2/components", get(components::list)),
         (
             Method::POST,

@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{components, error, events, health, metrics, plugins, publishers};
+use super::{components, error, events, executions, health, metrics, plugins, publishers, streams};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,6 +29,15 @@ use super::{components, error, events, health, metrics, plugins, publishers};
         plugins::reload,
         publishers::list,
         publishers::dead_letters,
+        executions::create,
+        executions::list,
+        executions::read,
+        executions::update,
+        executions::run_record,
+        streams::execution_events,
+        streams::source_events,
+        streams::project_events,
+        streams::all_events,
     ),
     components(schemas(error::ErrorBody, crate::metrics::model::MetricReport)),
     modifiers(&BearerAuth)

@@ -168,6 +168,9 @@ mod tests {
             workflow_id: None,
             task_id: Some("task.0001".into()),
             backend: None,
+            execution_id: None,
+            source_id: None,
+            project_module: None,
             body: r#"{"event_id":"e-1","event_type":"TaskCompleted","event_time":1700000000.5,"session_id":"s1","task_id":"task.0001","duration_seconds":1.5,"loss":NaN}"#.into(),
             received_ms: 0,
         };

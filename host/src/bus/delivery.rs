@@ -609,6 +609,9 @@ mod tests {
             workflow_id: None,
             task_id: Some("t".into()),
             backend: None,
+            execution_id: None,
+            source_id: None,
+            project_module: None,
             body: r#"{"event_type":"TaskFailed"}"#.into(),
             received_ms: 0,
         };

@@ -35,6 +35,11 @@ pub struct NewEvent {
     pub workflow_id: Option<String>,
     pub task_id: Option<String>,
     pub backend: Option<String>,
+    /// Provenance scopes: the event's string fields `execution_id`,
+    /// `source_id`, `project_module` (top level, else in `attributes`).
+    pub execution_id: Option<String>,
+    pub source_id: Option<String>,
+    pub project_module: Option<String>,
     /// The event as sent: a JSON object, non-finite numbers as Python writes them.
     pub body: String,
 }
@@ -50,6 +55,9 @@ pub struct StoredEvent {
     pub workflow_id: Option<String>,
     pub task_id: Option<String>,
     pub backend: Option<String>,
+    pub execution_id: Option<String>,
+    pub source_id: Option<String>,
+    pub project_module: Option<String>,
     /// The event as sent (see [`NewEvent::body`]).
     pub body: String,
     #[sqlx(rename = "received_at")]
@@ -116,6 +124,9 @@ mod tests {
             workflow_id: Some("w".into()),
             task_id: None,
             backend: None,
+            execution_id: None,
+            source_id: None,
+            project_module: None,
             body: r#"{"event_id":"e","event_type":"TaskFailed","event_time":1700000000.25,"task_id":null,"loss":Infinity,"seq":3}"#.into(),
             received_ms: 1_700_000_000_000,
         };

@@ -224,6 +224,18 @@ fn parse_one(
         )
     });
     errors.extend(attributes_error);
+    // Provenance scopes: string fields only (other types are not scopes).
+    let scope = |key: &str| -> Option<String> {
+        let pick = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+        pick(fields.get(key))
+            .or_else(|| pick(attributes.and_then(|a| a.get(key))))
+            .filter(|s| s.len() <= MAX_ID_LEN && !s.chars().any(char::is_control))
+    };
+    let (execution_id, source_id, project_module) = (
+        scope("execution_id"),
+        scope("source_id"),
+        scope("project_module"),
+    );
     // AsyncFlow's workflow_scope() puts the id in `attributes`; a top-level
     // `workflow_id` or `asyncflow.workflow_id` is read too. They must agree.
     let mut workflow_id: Option<String> = None;
@@ -289,6 +301,9 @@ fn parse_one(
         workflow_id,
         task_id,
         backend,
+        execution_id,
+        source_id,
+        project_module,
         body,
     })
 }

@@ -113,6 +113,7 @@ pub fn spawn_writer(
     index: Arc<SeriesIndex>,
     metrics: Arc<SelfMetrics>,
     components: Arc<ComponentDirectory>,
+    head: Arc<crate::bus::LogHead>,
 ) -> (IngestHandle, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<Job>(256);
     let task = tokio::spawn(async move {
@@ -149,7 +150,10 @@ pub fn spawn_writer(
                     }
                 }
                 match commit_group(store.as_ref(), &index, &metrics, &components, jobs).await {
-                    Ok(Some(done)) => checkpoint.record(done),
+                    Ok(Some(done)) => {
+                        head.bump(done.log_seq);
+                        checkpoint.record(done);
+                    }
                     Ok(None) => {}
                     Err(one_by_one) => {
                         for job in one_by_one {
@@ -162,6 +166,7 @@ pub fn spawn_writer(
                             )
                             .await
                             {
+                                head.bump(done.log_seq);
                                 checkpoint.record(done);
                             }
                         }
@@ -186,7 +191,10 @@ const CHECKPOINT_CHUNK: usize = 1_000;
 
 /// What a successful group commit changed, for the checkpoint.
 struct CommitDone {
+    /// Highest seq of the samples committed (for the ingest checkpoint).
     last_seq: i64,
+    /// Highest seq committed to the log, samples and events.
+    log_seq: i64,
     scalars: Vec<LatestValue>,
 }
 
@@ -429,12 +437,10 @@ fn check_conflicts(
         let Some(given) = &m.bounds else { continue };
         let existing = match plan.get(&m.fingerprint) {
             Some(&slot) => aggregate_bounds(&planned[slot].value),
-            None => known
-                .and_then(|id| view.aggregate(id))
-                .map(|a| match a {
-                    Aggregate::Histogram(h) => h.bounds,
-                    Aggregate::Summary(s) => s.quantiles,
-                }),
+            None => known.and_then(|id| view.aggregate(id)).map(|a| match a {
+                Aggregate::Histogram(h) => h.bounds,
+                Aggregate::Summary(s) => s.quantiles,
+            }),
         }
         .or_else(|| bounds_here.get(&m.fingerprint).map(|b| b.to_vec()));
         match existing {
@@ -669,6 +675,12 @@ async fn commit_group(
                 let _ = done.send(Ok(n));
             }
             let appended = committed.event_seqs.iter().filter(|s| s.is_some()).count();
+            let log_seq = committed
+                .event_seqs
+                .iter()
+                .flatten()
+                .copied()
+                .fold(committed.last_seq, i64::max);
             metrics.add_events_ingested(appended as u64);
             for (done, from, to) in event_jobs {
                 let seqs = committed
@@ -680,6 +692,7 @@ async fn commit_group(
             }
             Ok(Some(CommitDone {
                 last_seq: committed.last_seq,
+                log_seq,
                 scalars,
             }))
         }

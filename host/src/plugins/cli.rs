@@ -241,6 +241,9 @@ fn input_events(value: &serde_json::Value, first_seq: i64) -> Result<Vec<StoredE
             workflow_id: e.workflow_id,
             task_id: e.task_id,
             backend: e.backend,
+            execution_id: e.execution_id,
+            source_id: e.source_id,
+            project_module: e.project_module,
             body: e.body,
             received_ms: now,
         })

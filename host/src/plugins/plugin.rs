@@ -606,6 +606,24 @@ impl Plugin {
         }
     }
 
+    /// Asks a debug-field provider which backends it serves.
+    pub async fn backends(&self) -> Result<Vec<String>, CallError> {
+        if self.kind != PluginKind::DebugFields {
+            return Err(CallError::WrongKind(
+                self.name.clone(),
+                self.kind.as_str(),
+                "debug-fields",
+            ));
+        }
+        match self.call(Op::Backends).await? {
+            Answer::Backends(r) => Ok(r),
+            _ => Err(CallError::Fault(
+                self.name.clone(),
+                "backends answered out of turn".into(),
+            )),
+        }
+    }
+
     /// Creates (and drops) one fresh instance and returns how long
     /// instantiation took; for the instantiation benchmark.
     #[doc(hidden)]
@@ -688,6 +706,7 @@ enum Op<'b> {
     Publish(&'b types::Batch),
     Notify(&'b types::AlertNotification),
     Fields(&'b types::ExecutionRecord),
+    Backends,
 }
 
 /// What an export answered.
@@ -697,6 +716,7 @@ enum Answer {
     Published(Result<types::PublishReport, types::DeliveryError>),
     Notified(Result<types::Receipt, types::DeliveryError>),
     Fields(Result<Vec<types::DebugField>, String>),
+    Backends(Vec<String>),
 }
 
 async fn run(inst: &mut Instance, op: Op<'_>) -> wasmtime::Result<Answer> {
@@ -717,6 +737,7 @@ async fn run(inst: &mut Instance, op: Op<'_>) -> wasmtime::Result<Answer> {
         }
         (Op::Notify(n), Live::Notifier(p)) => Answer::Notified(p.call_notify(store, n).await?),
         (Op::Fields(e), Live::DebugFields(p)) => Answer::Fields(p.call_fields(store, e).await?),
+        (Op::Backends, Live::DebugFields(p)) => Answer::Backends(p.call_backends(store).await?),
         _ => {
             return Err(wasmtime::Error::msg(
                 "this plugin does not export that function",

@@ -3,6 +3,8 @@
 //! `migrations/`), the append-only samples log, series, components and
 //! retention deletes. Does not know HTTP, validation or exposition.
 
+mod executions;
+mod log_stats;
 mod postgres;
 mod sqlite;
 
@@ -12,6 +14,8 @@ use async_trait::async_trait;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub use executions::{ExecutionQuery, ExecutionRow, ExecutionStore, ExecutionUpdate, StateCount};
+pub use log_stats::LogStats;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -192,6 +196,11 @@ pub struct EventQuery {
     pub end: Option<f64>,
     pub after_seq: i64,
     pub limit: u32,
+    // Provenance scopes (issue 13): events whose attribute of that name is
+    // this string (`execution_id`, `source_id`, `project_module`).
+    pub execution_id: Option<String>,
+    pub source_id: Option<String>,
+    pub project_module: Option<String>,
 }
 
 /// A stretch of the log: samples and events after a sequence number, each
@@ -295,7 +304,7 @@ pub struct DeadLetter {
 
 /// The storage operations Vigil needs; implemented for SQLite and PostgreSQL.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ExecutionStore + LogStats + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// A cheap round trip, for readiness.

@@ -13,6 +13,8 @@ use super::{
 };
 use crate::events::StoredEvent;
 
+mod executions;
+
 /// Advisory lock (bigint key, transaction scope) held while a transaction
 /// takes sequence numbers for the log: samples and events then commit in
 /// sequence order, even with several replicas, so a reader that has seen
@@ -109,7 +111,7 @@ where
 {
     let rows: Vec<StoredEvent> = sqlx::query_as(
         "SELECT seq, event_id, event_type, event_ts, session_id, workflow_id, task_id,
-               backend, body, received_at
+               backend, execution_id, source_id, project_module, body, received_at
              FROM events
              WHERE seq > $1
                AND (cardinality($2::text[]) = 0 OR event_type = ANY($2))
@@ -118,6 +120,9 @@ where
                AND ($5::text IS NULL OR task_id = $5)
                AND ($6::float8 IS NULL OR event_ts >= $6)
                AND ($7::float8 IS NULL OR event_ts < $7)
+               AND ($9::text IS NULL OR execution_id = $9)
+               AND ($10::text IS NULL OR source_id = $10)
+               AND ($11::text IS NULL OR project_module = $11)
              ORDER BY seq LIMIT $8",
     )
     .bind(q.after_seq)
@@ -128,6 +133,9 @@ where
     .bind(q.start)
     .bind(q.end)
     .bind(i64::from(q.limit))
+    .bind(&q.execution_id)
+    .bind(&q.source_id)
+    .bind(&q.project_module)
     .fetch_all(exec)
     .await
     .context("listing events")?;
@@ -135,7 +143,7 @@ where
 }
 
 /// Appends events (the caller holds the log append lock), in batch order.
-async fn insert_events(
+pub(super) async fn insert_events(
     tx: &mut Transaction<'_, Postgres>,
     events: &[crate::events::NewEvent],
     received_ms: i64,
@@ -150,6 +158,9 @@ async fn insert_events(
     let mut workflows = Vec::with_capacity(events.len());
     let mut tasks = Vec::with_capacity(events.len());
     let mut backends = Vec::with_capacity(events.len());
+    let mut executions = Vec::with_capacity(events.len());
+    let mut sources = Vec::with_capacity(events.len());
+    let mut projects = Vec::with_capacity(events.len());
     let mut bodies = Vec::with_capacity(events.len());
     for e in events {
         ids.push(e.event_id.as_str());
@@ -159,14 +170,18 @@ async fn insert_events(
         workflows.push(e.workflow_id.as_deref());
         tasks.push(e.task_id.as_deref());
         backends.push(e.backend.as_deref());
+        executions.push(e.execution_id.as_deref());
+        sources.push(e.source_id.as_deref());
+        projects.push(e.project_module.as_deref());
         bodies.push(e.body.as_str());
     }
     let rows = sqlx::query(
         "INSERT INTO events (event_id, event_type, event_ts, session_id, workflow_id, task_id,
-           backend, body, received_at)
-         SELECT u.id, u.ty, u.ts, u.s, u.w, u.t, u.b, u.body, $9
+           backend, execution_id, source_id, project_module, body, received_at)
+         SELECT u.id, u.ty, u.ts, u.s, u.w, u.t, u.b, u.x, u.src, u.p, u.body, $12
          FROM UNNEST($1::text[], $2::text[], $3::float8[], $4::text[], $5::text[], $6::text[],
-                     $7::text[], $8::text[]) WITH ORDINALITY AS u(id, ty, ts, s, w, t, b, body, n)
+                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
+              WITH ORDINALITY AS u(id, ty, ts, s, w, t, b, x, src, p, body, n)
          ORDER BY u.n
          ON CONFLICT (event_id) DO NOTHING RETURNING seq, event_id",
     )
@@ -177,6 +192,9 @@ async fn insert_events(
     .bind(&workflows)
     .bind(&tasks)
     .bind(&backends)
+    .bind(&executions)
+    .bind(&sources)
+    .bind(&projects)
     .bind(&bodies)
     .bind(received_ms)
     .fetch_all(&mut **tx)

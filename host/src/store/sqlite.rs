@@ -16,6 +16,8 @@ use super::{
 };
 use crate::events::StoredEvent;
 
+mod executions;
+
 /// SQLite serves one process: every lease is granted and stays held.
 struct LocalLease;
 
@@ -35,7 +37,7 @@ where
     let types = serde_json::to_string(&q.event_types).unwrap_or_else(|_| "[]".into());
     let rows: Vec<StoredEvent> = sqlx::query_as(
         "SELECT seq, event_id, event_type, event_ts, session_id, workflow_id, task_id,
-           backend, body, received_at
+           backend, execution_id, source_id, project_module, body, received_at
          FROM events
          WHERE seq > ?1
            AND (?2 = '[]' OR event_type IN (SELECT value FROM json_each(?2)))
@@ -44,6 +46,9 @@ where
            AND (?5 IS NULL OR task_id = ?5)
            AND (?6 IS NULL OR event_ts >= ?6)
            AND (?7 IS NULL OR event_ts < ?7)
+           AND (?9 IS NULL OR execution_id = ?9)
+           AND (?10 IS NULL OR source_id = ?10)
+           AND (?11 IS NULL OR project_module = ?11)
          ORDER BY seq LIMIT ?8",
     )
     .bind(q.after_seq)
@@ -54,25 +59,28 @@ where
     .bind(q.start)
     .bind(q.end)
     .bind(i64::from(q.limit))
+    .bind(&q.execution_id)
+    .bind(&q.source_id)
+    .bind(&q.project_module)
     .fetch_all(exec)
     .await
     .context("listing events")?;
     Ok(rows)
 }
 
-/// Event rows per multi-row INSERT, largest first (10 values each).
+/// Event rows per multi-row INSERT, largest first (13 values each).
 const EVENT_CHUNKS: [usize; 4] = [128, 16, 4, 1];
 
 fn insert_events_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO events (seq, event_id, event_type, event_ts, session_id, workflow_id,
-           task_id, backend, body, received_at) VALUES ",
+           task_id, backend, execution_id, source_id, project_module, body, received_at) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str("(?,?,?,?,?,?,?,?,?,?)");
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?)");
     }
     sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING seq, event_id");
     sql
@@ -81,7 +89,7 @@ fn insert_events_sql(rows: usize) -> String {
 /// Appends events after everything in the log: their numbers come from the
 /// samples' AUTOINCREMENT counter, moved past them here, inside the write
 /// transaction (so numbers are handed out in commit order).
-async fn insert_events(
+pub(super) async fn insert_events(
     tx: &mut Transaction<'_, Sqlite>,
     events: &[crate::events::NewEvent],
     received_ms: i64,
@@ -121,6 +129,9 @@ async fn insert_events(
                     .bind(&e.workflow_id)
                     .bind(&e.task_id)
                     .bind(&e.backend)
+                    .bind(&e.execution_id)
+                    .bind(&e.source_id)
+                    .bind(&e.project_module)
                     .bind(&e.body)
                     .bind(received_ms);
             }
@@ -529,13 +540,15 @@ impl Store for SqliteStore {
             "SELECT * FROM (
                SELECT s.seq, 0 AS is_event, s.ts, s.value, r.component, r.metric_name,
                       r.metric_type, r.labels, NULL AS workflow_id, NULL AS task_id,
-                      NULL AS backend, NULL AS received_at
+                      NULL AS backend, NULL AS received_at, NULL AS execution_id,
+                      NULL AS source_id, NULL AS project_module
                FROM samples s JOIN series r ON r.id = s.series_id
                WHERE s.seq > ?1 ORDER BY s.seq LIMIT ?2)
              UNION ALL
              SELECT * FROM (
                SELECT seq, 1, 0, event_ts, event_id, event_type, session_id, body,
-                      workflow_id, task_id, backend, received_at
+                      workflow_id, task_id, backend, received_at, execution_id, source_id,
+                      project_module
                FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2)",
         )
         .bind(seq)
@@ -570,6 +583,9 @@ impl Store for SqliteStore {
                     task_id: r.get(9),
                     backend: r.get(10),
                     received_ms: r.get(11),
+                    execution_id: r.get(12),
+                    source_id: r.get(13),
+                    project_module: r.get(14),
                 });
             }
         }

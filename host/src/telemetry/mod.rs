@@ -3,6 +3,7 @@
 //! memory for self-reports. Does not own reported series (see `metrics`).
 
 mod exposition;
+pub mod operations;
 mod self_metrics;
 mod system;
 

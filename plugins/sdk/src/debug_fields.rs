@@ -3,6 +3,30 @@
 //!
 //! A provider adds backend-specific fields (a DIM or Slurm job's details, say)
 //! to `GET /api/v2/executions/{id}`. Its world imports no `wasi:http`.
+//!
+//! # What an [`Execution`] carries
+//!
+//! `id`, `backend` (e.g. `dim`, `slurm`), `status` (the execution's state:
+//! `pending`, `submitted`, `running`, `completed`, `failed`, `cancelled`) and
+//! `attributes`, a list of `(key, value)` strings with these keys (a key is
+//! absent when its value is; values are never empty):
+//!
+//! | key | value |
+//! |---|---|
+//! | `project_module` | the execution's project module |
+//! | `source_id` | the source it processes |
+//! | `scheduler.<name>` | each scheduler id: `scheduler.session_id` (a DIM session), `scheduler.job_id` (a Slurm job, plain or `<session_id>:<job_id>\|<session_dir>`) |
+//! | `profile.<name>` | each key of the backend profile. DIM: `profile.manager_url`, `profile.host`, `profile.port` (decimal), `profile.https` (`true`/`false`). Slurm: `profile.login_node`, `profile.remote_user`, `profile.session_dir`, `profile.job_id` |
+//! | `attr.<name>` | each free attribute (strings as they are, other JSON values as JSON text) |
+//!
+//! # What the host accepts back
+//!
+//! At most 64 fields; names of 1 to 64 bytes, a lower-case letter then
+//! lower-case letters, digits or `_` (`dim_session_status_url`); values of
+//! at most 4096 bytes without control characters; no name twice. A provider
+//! breaking a rule, returning an error or trapping contributes no field and
+//! gets a `debug_errors` entry in the answer instead. All providers of one
+//! request share one time budget (`--debug-fields-budget`, 250 ms).
 
 pub use crate::bindings::publisher::vigil::plugin::types::ExecutionRecord as Execution;
 pub use crate::config::Config;

@@ -475,7 +475,12 @@ struct EventTemplate {
 
 impl EventTemplate {
     fn new(client: usize, batch: usize) -> EventTemplate {
-        const TYPES: [&str; 4] = ["TaskCreated", "TaskSubmitted", "TaskStarted", "TaskCompleted"];
+        const TYPES: [&str; 4] = [
+            "TaskCreated",
+            "TaskSubmitted",
+            "TaskStarted",
+            "TaskCompleted",
+        ];
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
