@@ -13,6 +13,12 @@
 //! every one with an `event_id` never sent before (a per-client template whose ids are
 //! rewritten in place per request), so every event is stored, none is a duplicate.
 //!
+//! With `--pushgateway` or `--remote-write` it drives a peer instead, with the same series
+//! and batch sizes, for the benchmark table's comparison figures: a Prometheus Pushgateway
+//! (`POST /metrics/job/vigil-load/client/<n>`, text format 0.0.4, one group per client) or
+//! Prometheus's remote-write receiver (`POST /api/v1/write`, protobuf `WriteRequest`, snappy,
+//! remote-write 1.0 headers, a fresh timestamp per request).
+//!
 //! With `--scrape` (after the load) or `--scrape-only` (no load), it also times
 //! `GET /api/metrics/prometheus` `--scrapes` times and reports p50/p99 latency, body size and
 //! line count.
@@ -80,6 +86,10 @@ OPTIONS:
     --threads N          Tokio worker threads [default: number of CPUs]
     --events             POST /api/v2/events instead: BATCH RHAPSODY-shaped events per
                          request, each with a new event_id (none is a duplicate)
+    --pushgateway        Drive a Prometheus Pushgateway at URL instead (same series, text
+                         format, POST /metrics/job/vigil-load/client/<n>)
+    --remote-write       Drive a Prometheus remote-write receiver at URL instead (same series,
+                         protobuf + snappy, POST /api/v1/write)
     --scrape             After the load, GET /api/metrics/prometheus --scrapes times
     --scrape-only        Only scrape (no load)
     --scrapes N          Number of scrapes [default: 20]
@@ -154,6 +164,18 @@ struct Args {
     scrape_only: bool,
     scrapes: usize,
     events: bool,
+    target: Target,
+}
+
+/// What the load is sent to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    /// Vigil's report or events API.
+    Vigil,
+    /// A Prometheus Pushgateway.
+    Pushgateway,
+    /// Prometheus's remote-write receiver.
+    RemoteWrite,
 }
 
 enum ParseOutcome {
@@ -239,6 +261,7 @@ fn parse_args(raw: Vec<String>) -> Result<ParseOutcome, String> {
         scrape_only: false,
         scrapes: 20,
         events: false,
+        target: Target::Vigil,
     };
 
     let mut it = raw.into_iter();
@@ -250,13 +273,15 @@ fn parse_args(raw: Vec<String>) -> Result<ParseOutcome, String> {
         // Boolean flags.
         match flag.as_str() {
             "-h" | "--help" => return Ok(ParseOutcome::Help),
-            "--scrape" | "--scrape-only" | "--events" => {
+            "--scrape" | "--scrape-only" | "--events" | "--pushgateway" | "--remote-write" => {
                 if inline.is_some() {
                     return Err(format!("{flag} takes no value"));
                 }
                 match flag.as_str() {
                     "--scrape" => args.scrape = true,
                     "--scrape-only" => args.scrape_only = true,
+                    "--pushgateway" => args.target = Target::Pushgateway,
+                    "--remote-write" => args.target = Target::RemoteWrite,
                     _ => args.events = true,
                 }
                 continue;
@@ -327,6 +352,11 @@ fn parse_args(raw: Vec<String>) -> Result<ParseOutcome, String> {
     if args.timeout.is_zero() {
         return Err("--timeout must be > 0".into());
     }
+    if args.target != Target::Vigil && (args.events || args.scrape || args.scrape_only) {
+        return Err(
+            "--pushgateway and --remote-write send reports only (no --events, --scrape)".into(),
+        );
+    }
     if (args.scrape || args.scrape_only) && args.scrapes == 0 {
         return Err("--scrapes must be at least 1".into());
     }
@@ -395,6 +425,48 @@ fn label_set(rest: usize, n_labels: usize) -> BTreeMap<&'static str, String> {
             other => format!("{other}-{digit}"),
         };
         out.insert(name, value);
+    }
+    out
+}
+
+/// Every series client `c` owns: metric name and labels, as in its reports.
+fn client_series(args: &Args, c: usize) -> Vec<(String, BTreeMap<&'static str, String>)> {
+    let per_client = series_for_client(args.series, args.clients, c);
+    let n_names = per_client.min(METRIC_NAMES);
+    (0..per_client)
+        .map(|j| {
+            (
+                format!("load_metric_{}", j % n_names),
+                label_set(j / n_names, args.labels),
+            )
+        })
+        .collect()
+}
+
+/// Text-format bodies of `batch` samples each covering client `c`'s series,
+/// for a Pushgateway (families contiguous, each with its TYPE line).
+fn pushgateway_bodies(args: &Args, c: usize) -> Vec<&'static [u8]> {
+    let series = client_series(args, c);
+    let mut out = Vec::new();
+    for (b, chunk) in series.chunks(args.batch).enumerate() {
+        let mut chunk: Vec<&(String, BTreeMap<&str, String>)> = chunk.iter().collect();
+        chunk.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut text = String::with_capacity(chunk.len() * 110);
+        let mut family = "";
+        for (i, (name, labels)) in chunk.iter().enumerate() {
+            if name != family {
+                text.push_str(&format!("# TYPE {name} gauge\n"));
+                family = name;
+            }
+            let rendered: Vec<String> =
+                labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            text.push_str(&format!(
+                "{name}{{{}}} {}\n",
+                rendered.join(","),
+                (b * 7 + i) % 1000
+            ));
+        }
+        out.push(&*Box::leak(text.into_bytes().into_boxed_slice()));
     }
     out
 }
@@ -534,12 +606,72 @@ impl EventTemplate {
     }
 }
 
+/// One client's series for remote write: the sorted label pairs of each
+/// (`__name__` first), and the timestamp of the last request.
+struct RemoteSeries {
+    series: Vec<Vec<(String, String)>>,
+    next: usize,
+    batch: usize,
+    last_ts: i64,
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A length-delimited protobuf field.
+fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
+    put_varint(out, u64::from(field << 3 | 2));
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+impl RemoteSeries {
+    /// The next `WriteRequest` (remote-write 1.0), snappy-compressed: the
+    /// next `batch` series, one sample each at a timestamp later than the last.
+    fn next_body(&mut self) -> Vec<u8> {
+        let now = chrono::Utc::now().timestamp_millis();
+        self.last_ts = now.max(self.last_ts + 1);
+        let mut request = Vec::with_capacity(self.batch * 96);
+        let mut ts_msg = Vec::with_capacity(128);
+        let mut label = Vec::with_capacity(64);
+        for i in 0..self.batch {
+            let labels = &self.series[(self.next + i) % self.series.len()];
+            ts_msg.clear();
+            for (name, value) in labels {
+                label.clear();
+                put_bytes(&mut label, 1, name.as_bytes());
+                put_bytes(&mut label, 2, value.as_bytes());
+                put_bytes(&mut ts_msg, 1, &label);
+            }
+            // Sample { double value = 1; int64 timestamp = 2; }
+            let mut sample = Vec::with_capacity(20);
+            sample.push(1 << 3 | 1);
+            sample.extend_from_slice(&((i % 1000) as f64 / 10.0).to_le_bytes());
+            put_varint(&mut sample, 2 << 3);
+            put_varint(&mut sample, self.last_ts as u64);
+            put_bytes(&mut ts_msg, 2, &sample);
+            put_bytes(&mut request, 1, &ts_msg);
+        }
+        self.next = (self.next + self.batch) % self.series.len();
+        snap::raw::Encoder::new()
+            .compress_vec(&request)
+            .unwrap_or_default()
+    }
+}
+
 /// Where a client's request bodies come from.
 enum Bodies {
-    /// Pre-serialized reports, sent round robin.
+    /// Pre-serialized reports (or Pushgateway text bodies), sent round robin.
     Reports(Vec<&'static [u8]>),
     /// An events template, new ids per request.
     Events(EventTemplate),
+    /// Remote-write requests, built per request.
+    RemoteWrite(RemoteSeries),
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -548,6 +680,7 @@ enum Bodies {
 
 struct Shared {
     client: Client,
+    target: Target,
     report_url: Url,
     batch: usize,
     warm_end: Instant,
@@ -607,11 +740,24 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// One request; Ok(()) if 200 and `accepted == batch`.
-async fn send_one(shared: &Shared, body: reqwest::Body) -> Result<(), String> {
-    let resp = shared
-        .client
-        .post(shared.report_url.clone())
-        .header(CONTENT_TYPE, "application/json")
+async fn send_one(shared: &Shared, body: reqwest::Body, c: usize) -> Result<(), String> {
+    let request = match shared.target {
+        Target::Vigil => shared
+            .client
+            .post(shared.report_url.clone())
+            .header(CONTENT_TYPE, "application/json"),
+        Target::Pushgateway => shared
+            .client
+            .post(format!("{}/client/{c}", shared.report_url))
+            .header(CONTENT_TYPE, "text/plain; version=0.0.4"),
+        Target::RemoteWrite => shared
+            .client
+            .post(shared.report_url.clone())
+            .header(CONTENT_TYPE, "application/x-protobuf")
+            .header("Content-Encoding", "snappy")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0"),
+    };
+    let resp = request
         .body(body)
         .send()
         .await
@@ -622,6 +768,16 @@ async fn send_one(shared: &Shared, body: reqwest::Body) -> Result<(), String> {
         .bytes()
         .await
         .map_err(|e| format!("reading response ({status}): {}", err_chain(&e)))?;
+    if shared.target != Target::Vigil {
+        return if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "HTTP {status}: {}",
+                truncate(&String::from_utf8_lossy(&bytes), 2000)
+            ))
+        };
+    }
     if status != StatusCode::OK {
         return Err(format!(
             "HTTP {status}: {}",
@@ -645,7 +801,7 @@ async fn client_loop(shared: Arc<Shared>, mut bodies: Bodies, c: usize) -> Clien
     let mut stats = ClientStats::default();
     let mut i = match &bodies {
         Bodies::Reports(b) => c % b.len().max(1),
-        Bodies::Events(_) => 0,
+        Bodies::Events(_) | Bodies::RemoteWrite(_) => 0,
     };
     loop {
         if shared.stop.load(Ordering::Relaxed) {
@@ -667,8 +823,9 @@ async fn client_loop(shared: Arc<Shared>, mut bodies: Bodies, c: usize) -> Clien
                 reqwest::Body::from(body)
             }
             Bodies::Events(t) => reqwest::Body::from(t.next_body()),
+            Bodies::RemoteWrite(r) => reqwest::Body::from(r.next_body()),
         };
-        let result = send_one(&shared, body).await;
+        let result = send_one(&shared, body, c).await;
         let elapsed = t0.elapsed();
         let measured = t0 >= shared.warm_end;
         match result {
@@ -726,7 +883,7 @@ struct LoadResult {
 
 async fn run_load(args: &Args, client: Client) -> Result<LoadResult, String> {
     let t_build = Instant::now();
-    let pool = if args.events {
+    let pool = if args.events || args.target != Target::Vigil {
         Pool {
             bodies: Vec::new(),
             series_covered: args.series,
@@ -771,12 +928,14 @@ async fn run_load(args: &Args, client: Client) -> Result<LoadResult, String> {
     };
     let shared = Arc::new(Shared {
         client,
+        target: args.target,
         report_url: endpoint(
             &args.url,
-            if args.events {
-                "/api/v2/events"
-            } else {
-                "/api/metrics/report"
+            match (args.target, args.events) {
+                (Target::Pushgateway, _) => "/metrics/job/vigil-load",
+                (Target::RemoteWrite, _) => "/api/v1/write",
+                (Target::Vigil, true) => "/api/v2/events",
+                (Target::Vigil, false) => "/api/metrics/report",
             },
         ),
         batch: args.batch,
@@ -817,7 +976,34 @@ async fn run_load(args: &Args, client: Client) -> Result<LoadResult, String> {
             .map(|c| Bodies::Events(EventTemplate::new(c, args.batch)))
             .collect()
     } else {
-        pool.bodies.into_iter().map(Bodies::Reports).collect()
+        match args.target {
+            Target::Vigil => pool.bodies.into_iter().map(Bodies::Reports).collect(),
+            Target::Pushgateway => (0..args.clients)
+                .map(|c| Bodies::Reports(pushgateway_bodies(args, c)))
+                .collect(),
+            Target::RemoteWrite => (0..args.clients)
+                .map(|c| {
+                    Bodies::RemoteWrite(RemoteSeries {
+                        series: client_series(args, c)
+                            .into_iter()
+                            .map(|(name, labels)| {
+                                let mut pairs: Vec<(String, String)> = labels
+                                    .into_iter()
+                                    .map(|(k, v)| (k.to_string(), v))
+                                    .collect();
+                                pairs.push(("__name__".into(), name));
+                                pairs.push(("component".into(), format!("load-{c}")));
+                                pairs.sort();
+                                pairs
+                            })
+                            .collect(),
+                        next: 0,
+                        batch: args.batch,
+                        last_ts: 0,
+                    })
+                })
+                .collect(),
+        }
     };
     let mut handles = Vec::with_capacity(args.clients);
     for (c, bodies) in sources.into_iter().enumerate() {
