@@ -218,7 +218,9 @@ mod tests {
     fn errors(backend: &str, profile: Value) -> Vec<String> {
         let mut e = Vec::new();
         check_profile(backend, profile.as_object().unwrap(), &mut e);
-        e.into_iter().map(|e| e.field).collect()
+        let mut fields: Vec<String> = e.into_iter().map(|e| e.field).collect();
+        fields.sort();
+        fields
     }
 
     #[test]
@@ -281,11 +283,12 @@ mod tests {
             vec![
                 ("project_module".to_string(), "proj.mod".to_string()),
                 ("scheduler.session_id".into(), "s 1".into()),
+                // In the order the execution gave them.
                 ("profile.host".into(), "h".into()),
-                ("profile.https".into(), "false".into()),
                 ("profile.port".into(), "8001".into()),
-                ("attr.n".into(), "3".into()),
+                ("profile.https".into(), "false".into()),
                 ("attr.note".into(), "x".into()),
+                ("attr.n".into(), "3".into()),
             ]
         );
     }
