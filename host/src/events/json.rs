@@ -41,45 +41,15 @@ pub fn marker_value(s: &str) -> Option<f64> {
 /// Rewrites the bare tokens `NaN`, `Infinity` and `-Infinity` outside strings
 /// as marker strings. Borrows the input when it has none.
 pub fn mark_non_finite(input: &[u8]) -> Cow<'_, [u8]> {
-    // Outside strings, valid JSON never holds an `N` or an `I`.
+    // Allocated at the first token; `copied` bytes of the input are in it.
+    let mut out: Option<Vec<u8>> = None;
+    let mut copied = 0;
     let mut in_string = false;
     let mut escaped = false;
-    let mut first = None;
-    for (i, &b) in input.iter().enumerate() {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if b == b'"' {
-            in_string = true;
-        } else if b == b'N' || b == b'I' {
-            // `-Infinity` starts at its sign.
-            first = Some(if i > 0 && input[i - 1] == b'-' {
-                i - 1
-            } else {
-                i
-            });
-            break;
-        }
-    }
-    let Some(first) = first else {
-        return Cow::Borrowed(input);
-    };
-    let mut out = Vec::with_capacity(input.len() + 64);
-    // Everything before `first` is copied as is; the scan state there is
-    // "outside a string", found above.
-    let mut i = first;
-    out.extend_from_slice(&input[..i]);
-    in_string = false;
-    escaped = false;
+    let mut i = 0;
     while i < input.len() {
         let b = input[i];
         if in_string {
-            out.push(b);
             if escaped {
                 escaped = false;
             } else if b == b'\\' {
@@ -90,29 +60,38 @@ pub fn mark_non_finite(input: &[u8]) -> Cow<'_, [u8]> {
             i += 1;
             continue;
         }
+        // Outside strings, valid JSON never holds an `N` or an `I`.
         let rest = &input[i..];
-        let (token, mark): (&[u8], &str) = if rest.starts_with(b"NaN") {
-            (b"NaN", NAN_MARK)
-        } else if rest.starts_with(b"Infinity") {
-            (b"Infinity", INF_MARK)
-        } else if rest.starts_with(b"-Infinity") {
-            (b"-Infinity", NEG_INF_MARK)
-        } else {
-            if b == b'"' {
+        let found: Option<(usize, &str)> = match b {
+            b'"' => {
                 in_string = true;
+                None
             }
-            out.push(b);
+            b'N' if rest.starts_with(b"NaN") => Some((3, NAN_MARK)),
+            b'I' if rest.starts_with(b"Infinity") => Some((8, INF_MARK)),
+            b'-' if rest.starts_with(b"-Infinity") => Some((9, NEG_INF_MARK)),
+            _ => None,
+        };
+        let Some((len, mark)) = found else {
             i += 1;
             continue;
         };
-        out.push(b'"');
+        let o = out.get_or_insert_with(|| Vec::with_capacity(input.len() + 64));
+        o.extend_from_slice(&input[copied..i]);
         // The NUL as a JSON escape, so the output stays valid JSON text.
-        out.extend_from_slice(b"\\u0000");
-        out.extend_from_slice(&mark.as_bytes()[1..]);
-        out.push(b'"');
-        i += token.len();
+        o.extend_from_slice(b"\"\\u0000");
+        o.extend_from_slice(&mark.as_bytes()[1..]);
+        o.push(b'"');
+        i += len;
+        copied = i;
     }
-    Cow::Owned(out)
+    match out {
+        None => Cow::Borrowed(input),
+        Some(mut o) => {
+            o.extend_from_slice(&input[copied..]);
+            Cow::Owned(o)
+        }
+    }
 }
 
 /// Writes `v` as JSON text, markers in the given style.
