@@ -296,7 +296,9 @@ async fn events_reach_publishers_with_samples_in_log_order(backend: Backend) {
     assert_eq!(first["source"], "task.0001");
     assert_eq!(first["attributes"]["event_id"], format!("{session}-1"));
     assert_eq!(first["attributes"]["session_id"], session.as_str());
-    assert_eq!(events[1]["attributes"]["workflow_id"], "etl-run-42");
+    // The body exactly as sent: the workflow id where AsyncFlow put it.
+    assert_eq!(events[1]["attributes"]["asyncflow.workflow_id"], "etl-run-42");
+    assert!(events[1]["attributes"].get("workflow_id").is_none());
     assert_eq!(events[2]["attributes"]["duration_seconds"], 1.25);
     assert_eq!(events[3]["source"], session.as_str());
     assert_eq!(events[3]["attributes"]["score"], 0.97);
@@ -309,11 +311,12 @@ async fn events_reach_publishers_with_samples_in_log_order(backend: Backend) {
     assert_eq!(letters.len(), 1, "{page:#}");
     assert_eq!(letters[0]["seq"], poison_seq);
     assert_eq!(letters[0]["reason"], "document parsing exception");
-    assert_eq!(
-        letters[0]["item"]["event_type"],
-        "myframework.DataQualityChecked"
-    );
-    assert_eq!(letters[0]["item"]["dataset"], "broken");
+    // In the listing form of GET /api/v2/events: the envelope, the body as sent.
+    let item = &letters[0]["item"];
+    assert_eq!(item["seq"], poison_seq);
+    assert_eq!(item["event"]["event_type"], "myframework.DataQualityChecked");
+    assert_eq!(item["event"]["dataset"], "broken");
+    assert_eq!(item["event"]["poison"], true);
 }
 
 /// Seqs of every sample the receiver got on `path`.
@@ -411,8 +414,10 @@ async fn a_quarantined_publisher_replaced_by_a_fixed_one_delivers_without_the_ol
         .await;
     // Delivery keeps failing against the quarantined plugin and backs off.
     let backing_off = server
-        .wait_publisher("hook", Duration::from_secs(60), "a long backoff", |p| {
-            p["next_attempt_in_ms"].as_u64().unwrap_or(0) >= 5_000
+        // Long enough that a loaded machine's reload (seconds) cannot hide
+        // the difference between "retried now" and "waited out the backoff".
+        .wait_publisher("hook", Duration::from_secs(90), "a long backoff", |p| {
+            p["next_attempt_in_ms"].as_u64().unwrap_or(0) >= 12_000
         })
         .await;
     let replaced_at = Instant::now();
