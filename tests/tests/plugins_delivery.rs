@@ -297,7 +297,10 @@ async fn events_reach_publishers_with_samples_in_log_order(backend: Backend) {
     assert_eq!(first["attributes"]["event_id"], format!("{session}-1"));
     assert_eq!(first["attributes"]["session_id"], session.as_str());
     // The body exactly as sent: the workflow id where AsyncFlow put it.
-    assert_eq!(events[1]["attributes"]["asyncflow.workflow_id"], "etl-run-42");
+    assert_eq!(
+        events[1]["attributes"]["asyncflow.workflow_id"],
+        "etl-run-42"
+    );
     assert!(events[1]["attributes"].get("workflow_id").is_none());
     assert_eq!(events[2]["attributes"]["duration_seconds"], 1.25);
     assert_eq!(events[3]["source"], session.as_str());
@@ -314,7 +317,10 @@ async fn events_reach_publishers_with_samples_in_log_order(backend: Backend) {
     // In the listing form of GET /api/v2/events: the envelope, the body as sent.
     let item = &letters[0]["item"];
     assert_eq!(item["seq"], poison_seq);
-    assert_eq!(item["event"]["event_type"], "myframework.DataQualityChecked");
+    assert_eq!(
+        item["event"]["event_type"],
+        "myframework.DataQualityChecked"
+    );
     assert_eq!(item["event"]["dataset"], "broken");
     assert_eq!(item["event"]["poison"], true);
 }

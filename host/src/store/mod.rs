@@ -212,6 +212,31 @@ pub struct LogItems {
     pub events: Vec<StoredEvent>,
 }
 
+/// The ids of `new` in its order, from the rows a multi-row series upsert
+/// returned as `(id, component, metric_name, labels)` in whatever order the
+/// database produced them.
+pub(crate) fn new_series_ids(
+    new: &[NewSeries],
+    rows: Vec<(i64, String, String, String)>,
+) -> Result<Vec<i64>, StoreError> {
+    let mut by_key: std::collections::HashMap<(String, String, String), i64> = rows
+        .into_iter()
+        .map(|(id, component, name, labels)| ((component, name, labels), id))
+        .collect();
+    new.iter()
+        .map(|s| {
+            by_key
+                .remove(&(s.component.clone(), s.metric_name.clone(), s.labels.clone()))
+                .ok_or_else(|| {
+                    StoreError::Setup(format!(
+                        "the database returned no id for new series {}{} of {}",
+                        s.metric_name, s.labels, s.component
+                    ))
+                })
+        })
+        .collect()
+}
+
 /// Which of `events` get the returned sequence numbers: the first occurrence
 /// of each `event_id` that the store inserted.
 pub(crate) fn assign_event_seqs(

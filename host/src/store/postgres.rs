@@ -207,6 +207,35 @@ pub(super) async fn insert_events(
     Ok(super::assign_event_seqs(events, inserted))
 }
 
+/// Creates (or revives) every new series of a commit in one statement.
+async fn insert_series(
+    tx: &mut Transaction<'_, Postgres>,
+    new: &[super::NewSeries],
+) -> Result<Vec<i64>, StoreError> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let column = |f: fn(&super::NewSeries) -> &str| -> Vec<&str> { new.iter().map(f).collect() };
+    let returned: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "INSERT INTO series (component, metric_name, metric_type, labels, help_text, unit)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+         ON CONFLICT (component, metric_name, labels) DO UPDATE SET
+           deleted = FALSE, metric_type = EXCLUDED.metric_type,
+           help_text = EXCLUDED.help_text, unit = EXCLUDED.unit, state = NULL
+         RETURNING id, component, metric_name, labels",
+    )
+    .bind(column(|s| &s.component))
+    .bind(column(|s| &s.metric_name))
+    .bind(column(|s| s.kind.as_str()))
+    .bind(column(|s| &s.labels))
+    .bind(column(|s| &s.help))
+    .bind(column(|s| &s.unit))
+    .fetch_all(&mut **tx)
+    .await
+    .context("creating series")?;
+    super::new_series_ids(new, returned)
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
@@ -223,27 +252,7 @@ impl Store for PostgresStore {
 
     async fn commit(&self, batch: &WriteBatch) -> Result<Committed, StoreError> {
         let mut tx = self.pool.begin().await.context("beginning a write")?;
-        let mut ids = Vec::with_capacity(batch.new_series.len());
-        for s in &batch.new_series {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO series (component, metric_name, metric_type, labels, help_text, unit)
-                 VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (component, metric_name, labels) DO UPDATE SET
-                   deleted = FALSE, metric_type = EXCLUDED.metric_type,
-                   help_text = EXCLUDED.help_text, unit = EXCLUDED.unit, state = NULL
-                 RETURNING id",
-            )
-            .bind(&s.component)
-            .bind(&s.metric_name)
-            .bind(s.kind.as_str())
-            .bind(&s.labels)
-            .bind(&s.help)
-            .bind(&s.unit)
-            .fetch_one(&mut *tx)
-            .await
-            .context("creating a series")?;
-            ids.push(id);
-        }
+        let ids = insert_series(&mut tx, &batch.new_series).await?;
         let n = batch.samples.len();
         let (mut series, mut ts, mut values) = (
             Vec::with_capacity(n),

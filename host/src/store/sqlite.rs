@@ -11,8 +11,8 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::{
     Committed, Component, ComponentRecord, Context, CursorRecord, DeadLetter, EventQuery,
-    LatestValue, Lease, LogItems, LogSample, PublisherCursor, SampleQuery, SampleRecord, SampleRow,
-    SeriesRecord, SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
+    LatestValue, Lease, LogItems, LogSample, NewSeries, PublisherCursor, SampleQuery, SampleRecord,
+    SampleRow, SeriesRecord, SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
 };
 use crate::events::StoredEvent;
 
@@ -219,6 +219,47 @@ async fn insert_samples(
     Ok(last_seq)
 }
 
+/// Creates (or revives) every new series of a commit in one statement.
+async fn insert_series(
+    tx: &mut Transaction<'_, Sqlite>,
+    new: &[NewSeries],
+) -> Result<Vec<i64>, StoreError> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<[&str; 6]> = new
+        .iter()
+        .map(|s| {
+            [
+                s.component.as_str(),
+                s.metric_name.as_str(),
+                s.kind.as_str(),
+                s.labels.as_str(),
+                s.help.as_str(),
+                s.unit.as_str(),
+            ]
+        })
+        .collect();
+    let json = serde_json::to_string(&rows)
+        .map_err(|e| StoreError::Setup(format!("encoding new series: {e}")))?;
+    // `WHERE true` keeps SQLite from reading ON CONFLICT as a join clause.
+    let returned: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "INSERT INTO series (component, metric_name, metric_type, labels, help_text, unit)
+         SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
+                j.value ->> 5
+         FROM json_each(?) AS j WHERE true
+         ON CONFLICT (component, metric_name, labels) DO UPDATE SET
+           deleted = 0, metric_type = excluded.metric_type,
+           help_text = excluded.help_text, unit = excluded.unit, state = NULL
+         RETURNING id, component, metric_name, labels",
+    )
+    .bind(json)
+    .fetch_all(&mut **tx)
+    .await
+    .context("creating series")?;
+    super::new_series_ids(new, returned)
+}
+
 fn ids_json(ids: &[i64]) -> String {
     serde_json::to_string(ids).unwrap_or_else(|_| "[]".into())
 }
@@ -239,27 +280,7 @@ impl Store for SqliteStore {
 
     async fn commit(&self, batch: &WriteBatch) -> Result<Committed, StoreError> {
         let mut tx = self.pool.begin().await.context("beginning a write")?;
-        let mut ids = Vec::with_capacity(batch.new_series.len());
-        for s in &batch.new_series {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO series (component, metric_name, metric_type, labels, help_text, unit)
-                 VALUES (?, ?, ?, ?, ?, ?)
-                 ON CONFLICT (component, metric_name, labels) DO UPDATE SET
-                   deleted = 0, metric_type = excluded.metric_type,
-                   help_text = excluded.help_text, unit = excluded.unit, state = NULL
-                 RETURNING id",
-            )
-            .bind(&s.component)
-            .bind(&s.metric_name)
-            .bind(s.kind.as_str())
-            .bind(&s.labels)
-            .bind(&s.help)
-            .bind(&s.unit)
-            .fetch_one(&mut *tx)
-            .await
-            .context("creating a series")?;
-            ids.push(id);
-        }
+        let ids = insert_series(&mut tx, &batch.new_series).await?;
         let last_seq = insert_samples(&mut tx, &batch.samples, &ids).await?;
         for (series, state) in &batch.states {
             sqlx::query("UPDATE series SET state = ? WHERE id = ?")
