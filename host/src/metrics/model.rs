@@ -96,8 +96,8 @@ pub enum ReportError {
 pub struct MetricReport {
     /// Name of the reporting component, e.g. `worker-cpu-01`.
     pub component_name: String,
-    /// Kind of component, e.g. `worker_pool`.
-    #[serde(default)]
+    /// Kind of component, e.g. `worker_pool` (NoETL v1.0.0 servers send it as `kind`).
+    #[serde(default, alias = "kind")]
     pub component_type: Option<String>,
     pub metrics: Vec<ReportedMetric>,
 }
@@ -265,18 +265,32 @@ pub fn parse_timestamp(value: &serde_json::Value) -> Result<i64, String> {
     Ok(ms)
 }
 
-/// Parses a time given as RFC 3339 (offset optional, UTC assumed) or unix seconds.
+/// Parses a time given as RFC 3339 (offset optional, UTC assumed; a space
+/// instead of the `T`, as Python's `str(datetime)` writes it, is accepted)
+/// or unix seconds.
 pub fn parse_time_str(s: &str) -> Result<i64, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp_millis());
+    if s.len() > 10 && s.as_bytes()[10] == b' ' && s.is_char_boundary(11) {
+        let with_t = format!("{}T{}", &s[..10], &s[11..]);
+        if let Some(ms) = parse_iso(&with_t) {
+            return Ok(ms);
+        }
     }
-    if let Ok(t) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
-        return Ok(t.and_utc().timestamp_millis());
+    if let Some(ms) = parse_iso(s) {
+        return Ok(ms);
     }
     if let Ok(secs) = s.parse::<f64>() {
         return unix_seconds_to_ms(secs);
     }
     Err(format!("`{s}` is neither RFC 3339 nor unix seconds"))
+}
+
+fn parse_iso(s: &str) -> Option<i64> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc().timestamp_millis())
 }
 
 fn unix_seconds_to_ms(secs: f64) -> Result<i64, String> {
