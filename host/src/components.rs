@@ -18,6 +18,8 @@ pub struct ComponentDirectory {
     last_seen: RwLock<HashMap<String, i64>>,
     /// Stable numeric ids (NoETL's `runtime_id`) of the components stored.
     runtime_ids: RwLock<HashMap<String, i64>>,
+    /// Each component's type, as the registry holds it.
+    types: RwLock<HashMap<String, String>>,
 }
 
 /// A component as the API shows it.
@@ -50,11 +52,30 @@ impl ComponentDirectory {
     /// Records a component as the store answered it (registration, heartbeat).
     pub fn stored(&self, c: &Component) {
         self.seen(&c.name, c.last_heartbeat_ms);
+        self.types
+            .write()
+            .insert(c.name.clone(), c.component_type.clone());
         if c.runtime_id > 0 {
             self.runtime_ids
                 .write()
                 .insert(c.name.clone(), c.runtime_id);
         }
+    }
+
+    /// Records the type a report gave a component the registry did not know
+    /// yet (the store keeps the first type too).
+    pub fn reported(&self, name: &str, component_type: &str) {
+        if !self.types.read().contains_key(name) {
+            self.types
+                .write()
+                .entry(name.to_string())
+                .or_insert_with(|| component_type.to_string());
+        }
+    }
+
+    /// Every known component's type (for the export's `component_type` label).
+    pub fn types(&self) -> HashMap<String, String> {
+        self.types.read().clone()
     }
 
     /// The stored numeric id of a component, if known here.

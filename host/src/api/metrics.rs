@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use super::error::{AppError, ErrorBody};
 use super::AppState;
-use crate::metrics::index::ExpositionFormat;
+use crate::metrics::index::{ExportScope, ExpositionFormat};
 use crate::metrics::model::{
     self, check_component_field, MetricKind, PreparedMetric, PreparedReport,
 };
@@ -126,12 +126,60 @@ pub fn refresh_gauges(state: &AppState) {
 }
 
 #[utoipa::path(get, path = "/api/metrics/prometheus", tag = "metrics",
-    responses((status = 200, description = "Latest value of every live series plus the host's own metrics; OpenMetrics when Accept asks for it", content_type = "text/plain")),
+    params(
+        ("component_name" = Option<String>, Query, description = "Only this component's series (and none of the host's own)"),
+        ("runtime_id" = Option<i64>, Query, description = "Only the series of the component with this numeric id (wins over component_name)")),
+    responses(
+        (status = 200, description = "Latest value of every live series, each with `component` and `component_type`, plus the host's own metrics; OpenMetrics when Accept asks for it", content_type = "text/plain"),
+        (status = 400, description = "Unknown or invalid parameter", body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+pub async fn prometheus(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<impl IntoResponse, AppError> {
+    let mut component: Option<String> = None;
+    let mut runtime_id: Option<i64> = None;
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "component_name" => component = Some(value.into_owned()),
+            "runtime_id" => {
+                runtime_id = Some(value.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(
+                    || {
+                        AppError::InvalidQuery(
+                            "`runtime_id` must be a positive whole number".into(),
+                        )
+                    },
+                )?)
+            }
+            other => {
+                return Err(AppError::InvalidQuery(format!(
+                    "unknown parameter `{other}`; use component_name, runtime_id"
+                )))
+            }
+        }
+    }
+    if let Some(id) = runtime_id {
+        // NoETL: runtime_id wins; an id nobody has selects nothing.
+        component = Some(
+            state
+                .store
+                .list_components()
+                .await?
+                .into_iter()
+                .find(|c| c.runtime_id == id)
+                .map(|c| c.name)
+                .unwrap_or_else(|| "\0".to_string()),
+        );
+    }
     refresh_gauges(&state);
     let format =
         ExpositionFormat::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let types = state.components.types();
+    let scope = ExportScope {
+        component: component.as_deref(),
+        component_types: Some(&types),
+    };
     let mut body = render_export(
         &state.index,
         &state.metrics,
@@ -139,18 +187,21 @@ pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap) -> im
         format,
         now_ms(),
         state.config.series_ttl.as_millis() as i64,
+        &scope,
     );
-    // Operational gauges: executions, queues, dependencies, streams (issue 13).
-    let gauges = crate::telemetry::operations::render_gauges(
-        state.store.as_ref(),
-        &state.plugins,
-        &state.delivery,
-        &state.live,
-        now_ms(),
-    )
-    .await;
-    crate::telemetry::operations::insert_gauges(&mut body, &gauges);
-    ([(header::CONTENT_TYPE, format.content_type())], body)
+    if component.is_none() {
+        // Operational gauges: executions, queues, dependencies, streams (issue 13).
+        let gauges = crate::telemetry::operations::render_gauges(
+            state.store.as_ref(),
+            &state.plugins,
+            &state.delivery,
+            &state.live,
+            now_ms(),
+        )
+        .await;
+        crate::telemetry::operations::insert_gauges(&mut body, &gauges);
+    }
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body))
 }
 
 /// Builds the self-report of the host's CPU, memory and RSS for a component.
