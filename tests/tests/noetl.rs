@@ -572,7 +572,40 @@ async fn runtime_ids_stay_the_same_across_reregistration_and_restart(backend: Ba
     assert_eq!(rep["runtime_id"], id);
 }
 
+async fn refusals_of_what_would_break_the_export_say_what_to_rename_to(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let server = TestServer::start(&db).await;
+    let body = report(
+        &unique("worker"),
+        [
+            gauge("worker.queue-size", 1.0),
+            gauge("ok_gauge", 1.0).label("k8s.pod", "p-1"),
+            counter("jobs_done", -3.0),
+        ],
+    );
+    let resp = server.post_json("/api/metrics/report", &body).await;
+    let err = expect_error(resp, 400, "invalid_report").await;
+    let reasons: Vec<String> = err["details"]
+        .as_array()
+        .expect("details")
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap_or_default().to_string())
+        .collect();
+    for wanted in [
+        "rename it to `worker_queue_size`",
+        "rename it to `k8s_pod`",
+        "as a gauge",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(wanted)),
+            "{wanted}: {reasons:?}"
+        );
+    }
+    assert!(server.query_all(&[]).await.is_empty(), "nothing stored");
+}
+
 backend_tests!(
+    refusals_of_what_would_break_the_export_say_what_to_rename_to,
     noetl_v0_2_0_worker_pool_registers_beats_reports_and_deregisters,
     noetl_v1_0_0_workers_and_server_are_answered_alike,
     registry_calls_with_bad_bodies_are_refused_and_change_nothing,
