@@ -604,7 +604,87 @@ async fn refusals_of_what_would_break_the_export_say_what_to_rename_to(backend: 
     assert!(server.query_all(&[]).await.is_empty(), "nothing stored");
 }
 
+async fn ttl_rules_keep_samples_longer_or_shorter_and_cleanup_applies_them(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let server = TestServer::builder(&db)
+        .args(["--retention", "2d"])
+        .start()
+        .await;
+    let (a, short) = (unique("worker"), unique("short-lived"));
+    let post = |path: String| {
+        let server = &server;
+        async move { status_json(server.post_json(&path, &json!({})).await).await }
+    };
+    // Rules first: the retention timer may run at any moment.
+    let (status, set) = post("/api/metrics/ttl/set?metric_name=keep_me&ttl_days=7".into()).await;
+    assert_eq!(status, 200, "{set}");
+    assert_eq!(set["status"], "ok");
+    assert_eq!(set["metric_name"], "keep_me");
+    assert_eq!(set["new_ttl_days"], 7);
+    let (status, ext) = post(format!(
+        "/api/metrics/ttl/extend-component?component_name={short}&ttl_days=1"
+    ))
+    .await;
+    assert_eq!(status, 200, "{ext}");
+    assert_eq!(ext["component_name"], short.as_str());
+    let ago = |hours: i64| {
+        (chrono::Utc::now() - chrono::Duration::hours(hours))
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    server
+        .report_ok(&report(
+            &a,
+            [
+                gauge("keep_me", 1.0).at(&ago(72)),
+                gauge("gone", 2.0).at(&ago(72)),
+                gauge("fresh", 3.0).at(&ago(1)),
+            ],
+        ))
+        .await;
+    server
+        .report_ok(&report(
+            &short,
+            [
+                gauge("recent", 4.0).at(&ago(36)),
+                gauge("keep_me", 5.0).at(&ago(72)),
+            ],
+        ))
+        .await;
+    let (status, done) = post("/api/metrics/cleanup".into()).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["status"], "ok");
+    assert!(
+        done["deleted_samples"].as_u64().is_some_and(|n| n <= 2),
+        "{done}"
+    );
+    let mut left: Vec<f64> = server
+        .query_all(&[])
+        .await
+        .iter()
+        .map(|s| s["metric_value"].as_f64().expect("value"))
+        .collect();
+    left.sort_by(f64::total_cmp);
+    // keep_me (its own 7 days beat --retention and the component's 1 day)
+    // and fresh stay; gone (past 2 days) and recent (past its component's day) went.
+    assert_eq!(left, vec![1.0, 3.0, 5.0]);
+    let (status, again) = post("/api/metrics/cleanup".into()).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["deleted_samples"], 0, "{again}");
+    for bad in [
+        "/api/metrics/ttl/set?metric_name=keep_me&ttl_days=0",
+        "/api/metrics/ttl/set?metric_name=keep_me&ttl_days=x",
+        "/api/metrics/ttl/set?ttl_days=3",
+        "/api/metrics/ttl/set?metric_name=keep_me&days=3",
+        "/api/metrics/ttl/extend-component?component_name=&ttl_days=3",
+        "/api/metrics/cleanup?now=1",
+    ] {
+        let resp = server.post_json(bad, &json!({})).await;
+        expect_error(resp, 400, "invalid_query").await;
+    }
+}
+
 backend_tests!(
+    ttl_rules_keep_samples_longer_or_shorter_and_cleanup_applies_them,
     refusals_of_what_would_break_the_export_say_what_to_rename_to,
     noetl_v0_2_0_worker_pool_registers_beats_reports_and_deregisters,
     noetl_v1_0_0_workers_and_server_are_answered_alike,

@@ -14,6 +14,7 @@ mod metrics;
 mod openapi;
 mod plugins;
 mod publishers;
+mod retention;
 mod runtime_registry;
 mod streams;
 
@@ -191,6 +192,21 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::GET,
             "/api/metrics/components",
             get(runtime_registry::list_components),
+        ),
+        (
+            Method::POST,
+            "/api/metrics/ttl/set",
+            post(retention::set_metric_ttl),
+        ),
+        (
+            Method::POST,
+            "/api/metrics/ttl/extend-component",
+            post(retention::extend_component_ttl),
+        ),
+        (
+            Method::POST,
+            "/api/metrics/cleanup",
+            post(retention::cleanup),
         ),
         // --- end issue 10 ---
         (Method::GET, "/api/v2/plugins", get(plugins::list)),

@@ -5,7 +5,7 @@ use utoipa::OpenApi;
 
 use super::{
     components, error, events, executions, health, metric_query, metrics, plugins, publishers,
-    runtime_registry, streams,
+    retention, runtime_registry, streams,
 };
 
 #[derive(OpenApi)]
@@ -36,6 +36,9 @@ use super::{
         runtime_registry::register_runtime,
         runtime_registry::deregister_runtime,
         runtime_registry::list_components,
+        retention::set_metric_ttl,
+        retention::extend_component_ttl,
+        retention::cleanup,
         plugins::list,
         plugins::reload,
         publishers::list,

@@ -158,6 +158,53 @@ pub struct SampleQuery {
     pub newest_first: bool,
 }
 
+/// What a retention rule applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleScope {
+    /// Every series of a metric name.
+    Metric,
+    /// Every series of a component.
+    Component,
+}
+
+impl RuleScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleScope::Metric => "metric",
+            RuleScope::Component => "component",
+        }
+    }
+}
+
+/// Samples of a metric name or a component kept `ttl_ms` instead of `--retention`.
+#[derive(Clone, Debug)]
+pub struct RetentionRule {
+    pub scope: RuleScope,
+    pub name: String,
+    pub ttl_ms: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RetentionRuleRecord {
+    scope: String,
+    name: String,
+    ttl_ms: i64,
+}
+
+impl From<RetentionRuleRecord> for RetentionRule {
+    fn from(r: RetentionRuleRecord) -> Self {
+        RetentionRule {
+            scope: if r.scope == "component" {
+                RuleScope::Component
+            } else {
+                RuleScope::Metric
+            },
+            name: r.name,
+            ttl_ms: r.ttl_ms,
+        }
+    }
+}
+
 /// A registered component.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Component {
@@ -380,6 +427,19 @@ pub trait Store: ExecutionStore + LogStats + Send + Sync + 'static {
     async fn delete_series_of(&self, component: &str) -> Result<u64, StoreError>;
     /// Deletes up to `limit` samples older than `before_ms`; returns how many.
     async fn delete_samples_before(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError>;
+    /// Deletes up to `limit` samples older than `before_ms` of the series in
+    /// `only` (every series when `None`) but none of those in `except`.
+    async fn delete_series_samples_before(
+        &self,
+        before_ms: i64,
+        only: Option<&[i64]>,
+        except: &[i64],
+        limit: u32,
+    ) -> Result<u64, StoreError>;
+    /// Keeps a metric name's or a component's samples `ttl_ms` instead of `--retention`.
+    async fn set_retention_rule(&self, rule: &RetentionRule) -> Result<(), StoreError>;
+    /// Every retention rule.
+    async fn retention_rules(&self) -> Result<Vec<RetentionRule>, StoreError>;
     /// Registers or updates a component (type, capabilities, capacity, heartbeat).
     /// Returns the stored component (its first registration time is kept).
     async fn register_component(&self, component: &Component) -> Result<Component, StoreError>;

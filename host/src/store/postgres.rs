@@ -12,6 +12,7 @@ use super::{
     SeriesRecord, SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
     COMPONENT_COLUMNS,
 };
+use super::{RetentionRule, RetentionRuleRecord};
 use crate::events::StoredEvent;
 
 mod executions;
@@ -464,6 +465,51 @@ impl Store for PostgresStore {
         .await
         .context("deleting expired samples")?;
         Ok(done.rows_affected())
+    }
+
+    async fn delete_series_samples_before(
+        &self,
+        before_ms: i64,
+        only: Option<&[i64]>,
+        except: &[i64],
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM samples WHERE seq IN (SELECT seq FROM samples WHERE ts < $1
+               AND ($2::int8[] IS NULL OR series_id = ANY($2))
+               AND NOT (series_id = ANY($3)) LIMIT $4)",
+        )
+        .bind(before_ms)
+        .bind(only)
+        .bind(except)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .context("deleting expired samples")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn set_retention_rule(&self, rule: &RetentionRule) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO retention_rules (scope, name, ttl_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (scope, name) DO UPDATE SET ttl_ms = EXCLUDED.ttl_ms",
+        )
+        .bind(rule.scope.as_str())
+        .bind(&rule.name)
+        .bind(rule.ttl_ms)
+        .execute(&self.pool)
+        .await
+        .context("setting a retention rule")?;
+        Ok(())
+    }
+
+    async fn retention_rules(&self) -> Result<Vec<RetentionRule>, StoreError> {
+        let rows: Vec<RetentionRuleRecord> =
+            sqlx::query_as("SELECT scope, name, ttl_ms FROM retention_rules")
+                .fetch_all(&self.pool)
+                .await
+                .context("reading retention rules")?;
+        Ok(rows.into_iter().map(Into::into).collect())
     }
 
     async fn register_component(&self, c: &Component) -> Result<Component, StoreError> {
