@@ -16,6 +16,10 @@ use crate::store::{Component, Store, StoreError};
 #[derive(Default)]
 pub struct ComponentDirectory {
     last_seen: RwLock<HashMap<String, i64>>,
+    /// Stable numeric ids (NoETL's `runtime_id`) of the components stored.
+    runtime_ids: RwLock<HashMap<String, i64>>,
+    /// Each component's type, as the registry holds it.
+    types: RwLock<HashMap<String, String>>,
 }
 
 /// A component as the API shows it.
@@ -39,10 +43,70 @@ impl ComponentDirectory {
     pub async fn load(store: &dyn Store) -> Result<Self, StoreError> {
         let known = store.list_components().await?;
         let dir = ComponentDirectory::default();
-        dir.last_seen
-            .write()
-            .extend(known.into_iter().map(|c| (c.name, c.last_heartbeat_ms)));
+        for c in &known {
+            dir.stored(c);
+        }
         Ok(dir)
+    }
+
+    /// Records a component as the store answered it (registration, heartbeat).
+    pub fn stored(&self, c: &Component) {
+        self.seen(&c.name, c.last_heartbeat_ms);
+        self.types
+            .write()
+            .insert(c.name.clone(), c.component_type.clone());
+        if c.runtime_id > 0 {
+            self.runtime_ids
+                .write()
+                .insert(c.name.clone(), c.runtime_id);
+        }
+    }
+
+    /// Records the type a report gave a component the registry did not know
+    /// yet (the store keeps the first type too).
+    pub fn reported(&self, name: &str, component_type: &str) {
+        if !self.types.read().contains_key(name) {
+            self.types
+                .write()
+                .entry(name.to_string())
+                .or_insert_with(|| component_type.to_string());
+        }
+    }
+
+    /// Every known component's type (for the export's `component_type` label).
+    pub fn types(&self) -> HashMap<String, String> {
+        self.types.read().clone()
+    }
+
+    /// The stored numeric id of a component, if known here.
+    pub fn runtime_id(&self, name: &str) -> Option<i64> {
+        self.runtime_ids.read().get(name).copied()
+    }
+
+    /// The numeric id of a component, read from the store when not known
+    /// here yet (a component first seen in a report).
+    pub async fn resolve_runtime_id(
+        &self,
+        store: &dyn Store,
+        name: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        if let Some(id) = self.runtime_id(name) {
+            return Ok(Some(id));
+        }
+        let found = store.find_component(name).await?;
+        if let Some(c) = &found {
+            self.stored(c);
+        }
+        Ok(found.map(|c| c.runtime_id).filter(|id| *id > 0))
+    }
+
+    /// The name of the component with this numeric id, if known here.
+    pub fn name_of(&self, runtime_id: i64) -> Option<String> {
+        self.runtime_ids
+            .read()
+            .iter()
+            .find(|(_, id)| **id == runtime_id)
+            .map(|(name, _)| name.clone())
     }
 
     pub fn is_known(&self, name: &str) -> bool {

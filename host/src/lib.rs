@@ -10,6 +10,7 @@ pub mod events;
 pub mod executions;
 pub mod metrics;
 pub mod plugins;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -23,9 +23,6 @@ use crate::plugins::{PluginEngine, PluginRegistry};
 use crate::store::{self, redact_url};
 use crate::telemetry::{SelfMetrics, SystemSampler};
 
-/// Samples deleted per retention statement.
-const RETENTION_BATCH: u32 = 10_000;
-
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -238,21 +235,6 @@ pub async fn run(
     Ok(())
 }
 
-#[derive(Clone, Copy)]
-enum LogPart {
-    Samples,
-    Events,
-}
-
-impl LogPart {
-    fn name(self) -> &'static str {
-        match self {
-            LogPart::Samples => "samples",
-            LogPart::Events => "events",
-        }
-    }
-}
-
 /// Deletes samples and events older than the retention (by sample timestamp
 /// and event receive time) in bounded batches: once at start, then every
 /// retention/10 (between 1 s and 60 s).
@@ -266,46 +248,23 @@ async fn retention_loop(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let cutoff =
-            chrono::Utc::now().timestamp_millis() - state.config.retention.as_millis() as i64;
-        for what in [LogPart::Samples, LogPart::Events] {
-            let mut total = 0;
-            loop {
-                let deleted = match what {
-                    LogPart::Samples => {
-                        state
-                            .store
-                            .delete_samples_before(cutoff, RETENTION_BATCH)
-                            .await
-                    }
-                    LogPart::Events => {
-                        state
-                            .store
-                            .delete_events_before(cutoff, RETENTION_BATCH)
-                            .await
-                    }
-                };
-                match deleted {
-                    Ok(n) => {
-                        total += n;
-                        if n < u64::from(RETENTION_BATCH) || *stop.borrow() {
-                            break;
-                        }
-                        tokio::task::yield_now().await;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "retention delete failed; retrying next round");
-                        break;
+        let stopping = || *stop.borrow();
+        match crate::retention::run(
+            state.store.as_ref(),
+            state.config.retention,
+            chrono::Utc::now().timestamp_millis(),
+            &stopping,
+        )
+        .await
+        {
+            Ok(removed) => {
+                for (part, n) in [("samples", removed.samples), ("events", removed.events)] {
+                    if n > 0 {
+                        tracing::info!(deleted = n, part, "retention removed old log items");
                     }
                 }
             }
-            if total > 0 {
-                tracing::info!(
-                    deleted = total,
-                    part = what.name(),
-                    "retention removed old log items"
-                );
-            }
+            Err(e) => tracing::warn!(error = %e, "retention delete failed; retrying next round"),
         }
         let ttl = state.config.series_ttl.as_millis() as i64;
         if ttl > 0 {

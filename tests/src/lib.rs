@@ -22,6 +22,7 @@ use std::sync::Mutex;
 
 mod database;
 mod exposition;
+pub mod noetl;
 mod plugin_dir;
 pub mod plugins;
 mod prometheus;

@@ -15,6 +15,14 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v2/components"),
     ("post", "/api/v2/components/{name}/heartbeat"),
     ("post", "/api/metrics/self-report"),
+    ("post", "/api/worker/pool/register"),
+    ("post", "/api/worker/pool/heartbeat"),
+    ("delete", "/api/worker/pool/deregister"),
+    ("post", "/api/worker/pool/deregister"),
+    ("get", "/api/worker/pools"),
+    ("post", "/api/runtime/register"),
+    ("delete", "/api/runtime/deregister"),
+    ("get", "/api/metrics/components"),
     ("get", "/api/v2/health"),
     ("get", "/api/v2/ready"),
     ("get", "/api/v2/metrics"),
@@ -77,7 +85,7 @@ async fn the_openapi_document_lists_every_contract_route(backend: Backend) {
     );
 }
 
-async fn self_report_stores_the_three_gauges_for_the_component(backend: Backend) {
+async fn self_report_stores_noetls_seven_gauges_for_the_component(backend: Backend) {
     let db = TestDatabase::new(&backend).await;
     let server = TestServer::start(&db).await;
     let comp = unique("vigil-self");
@@ -89,7 +97,10 @@ async fn self_report_stores_the_three_gauges_for_the_component(backend: Backend)
         .await;
     let (status, body) = status_json(resp).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"accepted": 3}));
+    assert_eq!(body["status"], "ok", "{body}");
+    assert_eq!(body["component_name"], comp.as_str(), "{body}");
+    assert_eq!(body["metrics_reported"], 7, "{body}");
+    let runtime_id = body["runtime_id"].as_i64().expect("numeric runtime_id");
     let samples = server.query_all(&[("component_name", &comp)]).await;
     let mut names: Vec<&str> = samples
         .iter()
@@ -99,21 +110,33 @@ async fn self_report_stores_the_three_gauges_for_the_component(backend: Backend)
     assert_eq!(
         names,
         vec![
+            "noetl_process_cpu_percent",
             "noetl_process_memory_rss_bytes",
+            "noetl_process_start_time_seconds",
             "noetl_system_cpu_usage_percent",
-            "noetl_system_memory_usage_percent"
+            "noetl_system_memory_usage_bytes",
+            "noetl_system_memory_usage_percent",
+            "noetl_uptime_seconds",
         ]
     );
+    let now = chrono::Utc::now().timestamp() as f64;
     for s in &samples {
         assert_eq!(s["metric_type"], "gauge", "{s}");
         let v = s["metric_value"].as_f64().expect("value");
         match s["metric_name"].as_str().expect("name") {
-            "noetl_process_memory_rss_bytes" => assert!(v > 1e5, "RSS of a running server: {v}"),
+            "noetl_process_memory_rss_bytes" | "noetl_system_memory_usage_bytes" => {
+                assert!(v > 1e5, "memory of a running server: {s}")
+            }
+            "noetl_process_start_time_seconds" => {
+                assert!(v > 1.6e9 && v <= now + 1.0, "start time: {s}")
+            }
+            "noetl_uptime_seconds" => assert!((0.0..86_400.0).contains(&v), "uptime: {s}"),
+            "noetl_process_cpu_percent" => assert!(v >= 0.0, "{s}"),
             _ => assert!((0.0..=100.0).contains(&v), "{s}"),
         }
     }
-    // A second self-report adds three more samples.
-    let (status, _) = status_json(
+    // A second self-report adds seven more samples.
+    let (status, again) = status_json(
         server
             .post_json(
                 &format!("/api/metrics/self-report?component_name={comp}"),
@@ -123,10 +146,21 @@ async fn self_report_stores_the_three_gauges_for_the_component(backend: Backend)
     )
     .await;
     assert_eq!(status, 200);
+    assert_eq!(again["runtime_id"], runtime_id, "{again}");
     assert_eq!(
         server.query_all(&[("component_name", &comp)]).await.len(),
-        6
+        14
     );
+    // Without component_name the host reports as itself (--self-report-component).
+    let (status, own) = status_json(
+        server
+            .post_json("/api/metrics/self-report", &json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{own}");
+    assert_eq!(own["component_name"], "vigil", "{own}");
+    assert_eq!(own["metrics_reported"], 7, "{own}");
     // And the gauges are exported with the component label.
     let text = server.export().await;
     let rss = expo_value(
@@ -254,6 +288,6 @@ async fn the_metrics_listener_can_be_turned_off(backend: Backend) {
 backend_tests!(
     the_metrics_listener_can_be_turned_off,
     the_openapi_document_lists_every_contract_route,
-    self_report_stores_the_three_gauges_for_the_component,
+    self_report_stores_noetls_seven_gauges_for_the_component,
     host_metrics_expose_the_vigil_families_and_count_requests,
 );

@@ -33,7 +33,11 @@ async fn a_report_round_trips_through_query_and_export(backend: Backend) {
     let resp = server.post_json("/api/metrics/report", &old).await;
     let (status, body) = status_json(resp).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"accepted": 1}));
+    assert_eq!(body["status"], "ok", "{body}");
+    assert_eq!(body["accepted"], 1, "{body}");
+    assert_eq!(body["metrics_inserted"], 1, "{body}");
+    let runtime_id = body["runtime_id"].as_i64().expect("numeric runtime_id");
+    assert!(runtime_id > 0, "{body}");
 
     // Fresh samples (timestamp now): checked through export too.
     let now = now_rfc3339();
@@ -52,9 +56,14 @@ async fn a_report_round_trips_through_query_and_export(backend: Backend) {
     let resp = server.post_json("/api/v2/metrics/report", &fresh).await;
     let (status, body) = status_json(resp).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"accepted": 2}));
+    assert_eq!(body["accepted"], 2, "{body}");
+    assert_eq!(body["metrics_inserted"], 2, "{body}");
+    assert_eq!(
+        body["runtime_id"], runtime_id,
+        "same component, same id: {body}"
+    );
 
-    // Query through both aliases gives the same three samples.
+    // NoETL's query and Vigil's cursor-paged one find the same three samples.
     let v1 = {
         let resp = server
             .client()
@@ -68,9 +77,31 @@ async fn a_report_round_trips_through_query_and_export(backend: Backend) {
         body
     };
     let v2 = server.query_page(&[("component_name", &comp)]).await;
+    assert_eq!(v1["count"], 3, "{v1}");
+    assert_eq!(v1["limit"], 1000, "{v1}");
+    let ids = |rows: &Value, key: &str| -> Vec<i64> {
+        let mut ids: Vec<i64> = rows
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r[key].as_i64().expect("id"))
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
     assert_eq!(
-        v1, v2,
-        "/api/metrics/query and /api/v2/metrics/query differ"
+        ids(&v1["metrics"], "metric_id"),
+        ids(&v2["samples"], "seq"),
+        "/api/metrics/query and /api/v2/metrics/query find different samples"
+    );
+    for row in v1["metrics"].as_array().expect("metrics") {
+        assert_eq!(row["runtime_id"], runtime_id, "{row}");
+        assert_eq!(row["component_name"], comp.as_str(), "{row}");
+    }
+    // NoETL's order: newest first (the old sample comes last).
+    assert_eq!(
+        v1["metrics"][2]["metric_name"], "noetl_system_cpu_usage_percent",
+        "{v1}"
     );
     assert!(v2["next_cursor"].is_null(), "single page expected: {v2}");
     let samples = v2["samples"].as_array().expect("samples").clone();
@@ -495,7 +526,7 @@ async fn query_filters_by_component_metric_labels_and_time_range(backend: Backen
         let got = values(&server.query_all(&params).await);
         assert_eq!(got, expected, "query {params:?}");
     }
-    // The v1 alias filters the same way.
+    // NoETL's query filters the same way.
     let resp = server
         .client()
         .get(server.url("/api/metrics/query"))
@@ -505,9 +536,10 @@ async fn query_filters_by_component_metric_labels_and_time_range(backend: Backen
         .expect("query");
     let (status, body) = status_json(resp).await;
     assert_eq!(status, 200, "{body}");
+    // NoETL's query answers newest first.
     assert_eq!(
-        values(body["samples"].as_array().expect("samples")),
-        vec![1.0, 4.0]
+        values(body["metrics"].as_array().expect("metrics")),
+        vec![4.0, 1.0]
     );
     // A bad time value is an invalid_query, not an empty result.
     let resp = server

@@ -78,6 +78,7 @@ async fn commit_assigns_series_ids_and_samples_come_back_in_sequence_order(backe
             end_ms: Some(1_200),
             after_seq: 0,
             limit: 10,
+            newest_first: false,
         })
         .await
         .expect("query");
@@ -92,6 +93,7 @@ async fn commit_assigns_series_ids_and_samples_come_back_in_sequence_order(backe
             end_ms: Some(1_200),
             after_seq: page[9].seq,
             limit: 100,
+            newest_first: false,
         })
         .await
         .expect("query");
@@ -290,17 +292,26 @@ async fn components_register_heartbeat_and_list(backend: Backend) {
         .await
         .expect("heartbeat")
         .is_none());
-    store
-        .register_component(&Component {
-            name: "w1".into(),
-            component_type: "worker_pool".into(),
-            capabilities: vec!["cpu".into(), "gpu".into()],
-            capacity: Some(4),
-            registered_at_ms: 100,
-            last_heartbeat_ms: 100,
-        })
+    let mut w1 = Component::new("w1".into(), "worker_pool".into(), 100);
+    w1.capabilities = vec!["cpu".into(), "gpu".into()];
+    w1.capacity = Some(4);
+    w1.uri = Some("local://node-1".into());
+    w1.labels = Some(r#"["a","b"]"#.into());
+    let first = store.register_component(&w1).await.expect("register");
+    assert!(first.runtime_id > 0, "{first:?}");
+    assert_eq!(first.status, "ready");
+    // Set offline (NoETL's deregistration), then a heartbeat makes it ready again.
+    let off = store
+        .set_component_status("w1", None, "offline", 150)
         .await
-        .expect("register");
+        .expect("status")
+        .expect("known");
+    assert_eq!(off.status, "offline");
+    assert!(store
+        .set_component_status("w1", Some("server_api"), "offline", 150)
+        .await
+        .expect("status")
+        .is_none());
     let c = store
         .heartbeat("w1", 200)
         .await
@@ -310,8 +321,44 @@ async fn components_register_heartbeat_and_list(backend: Backend) {
     assert_eq!(c.registered_at_ms, 100);
     assert_eq!(c.capabilities, vec!["cpu".to_string(), "gpu".to_string()]);
     assert_eq!(c.capacity, Some(4));
+    assert_eq!(c.status, "ready");
+    assert_eq!(c.runtime_id, first.runtime_id);
+    // A second component gets another id; registering the first again keeps
+    // its id and its address when the new registration gives none.
+    let w2 = store
+        .register_component(&Component::new("w2".into(), "server_api".into(), 300))
+        .await
+        .expect("register w2");
+    assert_ne!(w2.runtime_id, first.runtime_id);
+    let again = store
+        .register_component(&Component::new("w1".into(), "worker_pool".into(), 400))
+        .await
+        .expect("register again");
+    assert_eq!(again.runtime_id, first.runtime_id);
+    assert_eq!(again.uri.as_deref(), Some("local://node-1"));
+    assert_eq!(again.labels.as_deref(), Some(r#"["a","b"]"#));
+    // A component first seen in a report gets an id too.
+    store
+        .commit(&WriteBatch {
+            components: vec![ComponentTouch {
+                name: "w3".into(),
+                component_type: "queue_worker".into(),
+                now_ms: 500,
+            }],
+            ..WriteBatch::default()
+        })
+        .await
+        .expect("commit");
+    let w3 = store
+        .find_component("w3")
+        .await
+        .expect("find")
+        .expect("w3 stored");
+    assert!(
+        w3.runtime_id > 0 && w3.runtime_id != w2.runtime_id && w3.runtime_id != first.runtime_id
+    );
     let all = store.list_components().await.expect("list");
-    assert_eq!(all.len(), 1);
+    assert_eq!(all.len(), 3);
     assert_eq!(all[0].component_type, "worker_pool");
 }
 

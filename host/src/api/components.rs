@@ -68,16 +68,11 @@ pub async fn register(
         ));
     }
     let now = now_ms();
-    let component = Component {
-        name: req.name,
-        component_type: req.component_type,
-        capabilities: req.capabilities,
-        capacity: req.capacity,
-        registered_at_ms: now,
-        last_heartbeat_ms: now,
-    };
+    let mut component = Component::new(req.name, req.component_type, now);
+    component.capabilities = req.capabilities;
+    component.capacity = req.capacity;
     let stored = state.store.register_component(&component).await?;
-    state.components.seen(&stored.name, now);
+    state.components.stored(&stored);
     Ok(Json(status_of(
         &stored,
         now,

@@ -1,7 +1,7 @@
 //! Metric routes: NoETL report ingest, query, Prometheus export, self-report
 //! and series deletion.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -14,17 +14,22 @@ use utoipa::ToSchema;
 
 use super::error::{AppError, ErrorBody};
 use super::AppState;
-use crate::metrics::index::ExpositionFormat;
+use crate::metrics::index::{ExportScope, ExpositionFormat};
 use crate::metrics::model::{
-    self, check_component_field, format_ms, parse_time_str, MetricKind, PreparedMetric,
-    PreparedReport,
+    self, check_component_field, MetricKind, PreparedMetric, PreparedReport,
 };
-use crate::store::{SampleQuery, StoredSeries};
 use crate::telemetry::render_export;
 
-/// Answer to an accepted report.
+/// Answer to an accepted report: NoETL's (`status`, `runtime_id`,
+/// `metrics_inserted`) and Vigil's own `accepted`.
 #[derive(Serialize, ToSchema)]
 pub struct ReportAccepted {
+    /// `ok`.
+    pub status: &'static str,
+    /// The reporting component's stable numeric id in the registry.
+    pub runtime_id: Option<i64>,
+    /// Number of metrics committed (NoETL's name).
+    pub metrics_inserted: usize,
     /// Number of metrics committed.
     pub accepted: usize,
 }
@@ -54,18 +59,25 @@ async fn ingest(
 ) -> Result<Json<ReportAccepted>, AppError> {
     let body = body_or_413(body, state.config.max_body_bytes)?;
     let report = model::parse_report(&body, state.config.max_items_per_request, now_ms())?;
-    submit(state, report).await
+    submit(state, report).await.map(Json)
 }
 
-async fn submit(
-    state: &AppState,
-    report: PreparedReport,
-) -> Result<Json<ReportAccepted>, AppError> {
+async fn submit(state: &AppState, report: PreparedReport) -> Result<ReportAccepted, AppError> {
     if state.config.strict_components && !state.components.is_known(&report.component_name) {
         return Err(AppError::UnknownComponent(report.component_name));
     }
+    let component = report.component_name.clone();
     let accepted = state.ingest.submit(report).await?;
-    Ok(Json(ReportAccepted { accepted }))
+    let runtime_id = state
+        .components
+        .resolve_runtime_id(state.store.as_ref(), &component)
+        .await?;
+    Ok(ReportAccepted {
+        status: "ok",
+        runtime_id,
+        metrics_inserted: accepted,
+        accepted,
+    })
 }
 
 #[utoipa::path(post, path = "/api/metrics/report", tag = "metrics",
@@ -98,258 +110,6 @@ pub async fn report_v2(
     ingest(&state, body).await
 }
 
-/// One stored sample with its series.
-#[derive(Serialize, ToSchema)]
-pub struct QueriedSample {
-    pub seq: i64,
-    pub component_name: String,
-    pub component_type: String,
-    pub metric_name: String,
-    pub metric_type: MetricKind,
-    pub metric_value: f64,
-    /// RFC 3339.
-    pub timestamp: String,
-    pub labels: BTreeMap<String, String>,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub help_text: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub unit: String,
-}
-
-/// A page of samples.
-#[derive(Serialize, ToSchema)]
-pub struct QueryPage {
-    pub samples: Vec<QueriedSample>,
-    /// Pass as `cursor` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
-}
-
-enum LabelMatcher {
-    Equal(String, String),
-    NotEqual(String, String),
-}
-
-impl LabelMatcher {
-    fn parse(raw: &str) -> Result<Self, AppError> {
-        let (name, value, negate) = if let Some((n, v)) = raw.split_once("!=") {
-            (n, v, true)
-        } else if let Some((n, v)) = raw.split_once('=') {
-            (n, v, false)
-        } else {
-            return Err(AppError::InvalidQuery(format!(
-                "label matcher `{raw}` must be NAME=VALUE or NAME!=VALUE"
-            )));
-        };
-        if !model::is_valid_label_name(name) {
-            return Err(AppError::InvalidQuery(format!(
-                "`{name}` is not a valid label name"
-            )));
-        }
-        let value = value.trim_matches('"').to_string();
-        Ok(if negate {
-            LabelMatcher::NotEqual(name.into(), value)
-        } else {
-            LabelMatcher::Equal(name.into(), value)
-        })
-    }
-
-    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        match self {
-            LabelMatcher::Equal(n, v) => labels.get(n).map(String::as_str).unwrap_or("") == v,
-            LabelMatcher::NotEqual(n, v) => labels.get(n).map(String::as_str).unwrap_or("") != v,
-        }
-    }
-}
-
-struct QueryParams {
-    component: Option<String>,
-    metric_name: Option<String>,
-    matchers: Vec<LabelMatcher>,
-    start_ms: Option<i64>,
-    end_ms: Option<i64>,
-    limit: u32,
-    after_seq: i64,
-}
-
-const MAX_QUERY_LIMIT: u32 = 10_000;
-
-fn parse_query(raw: Option<&str>) -> Result<QueryParams, AppError> {
-    let mut p = QueryParams {
-        component: None,
-        metric_name: None,
-        matchers: Vec::new(),
-        start_ms: None,
-        end_ms: None,
-        limit: 1000,
-        after_seq: 0,
-    };
-    let time = |key: &str, v: &str| {
-        parse_time_str(v).map_err(|e| AppError::InvalidQuery(format!("`{key}`: {e}")))
-    };
-    for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
-        match key.as_ref() {
-            "component_name" | "component" => p.component = Some(value.into_owned()),
-            "metric_name" => p.metric_name = Some(value.into_owned()),
-            "label" => p.matchers.push(LabelMatcher::parse(&value)?),
-            "start" => p.start_ms = Some(time("start", &value)?),
-            "end" => p.end_ms = Some(time("end", &value)?),
-            "limit" => {
-                p.limit = value
-                    .parse::<u32>()
-                    .ok()
-                    .filter(|l| (1..=MAX_QUERY_LIMIT).contains(l))
-                    .ok_or_else(|| {
-                        AppError::InvalidQuery(format!(
-                            "`limit` must be a whole number from 1 to {MAX_QUERY_LIMIT}"
-                        ))
-                    })?
-            }
-            "cursor" => {
-                p.after_seq = value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|s| *s >= 0)
-                    .ok_or_else(|| AppError::InvalidQuery("`cursor` is not a cursor this server issued".into()))?
-            }
-            other => {
-                return Err(AppError::InvalidQuery(format!(
-                    "unknown parameter `{other}`; use component_name, metric_name, label, start, end, limit, cursor"
-                )))
-            }
-        }
-    }
-    if let (Some(s), Some(e)) = (p.start_ms, p.end_ms) {
-        if s >= e {
-            return Err(AppError::InvalidQuery(
-                "`start` must be before `end`".into(),
-            ));
-        }
-    }
-    Ok(p)
-}
-
-async fn run_query(state: &AppState, raw: Option<String>) -> Result<Json<QueryPage>, AppError> {
-    let p = parse_query(raw.as_deref())?;
-    let filtered = p.component.is_some() || p.metric_name.is_some() || !p.matchers.is_empty();
-    let mut series: HashMap<i64, StoredSeries> = HashMap::new();
-    let mut series_ids = None;
-    if filtered {
-        let found = state
-            .store
-            .find_series(p.component.as_deref(), p.metric_name.as_deref(), None)
-            .await?;
-        for s in found {
-            let labels: BTreeMap<String, String> =
-                serde_json::from_str(&s.labels).unwrap_or_default();
-            if p.matchers.iter().all(|m| m.matches(&labels)) {
-                series.insert(s.id, s);
-            }
-        }
-        if series.is_empty() {
-            return Ok(Json(QueryPage {
-                samples: Vec::new(),
-                next_cursor: None,
-            }));
-        }
-        let mut ids: Vec<i64> = series.keys().copied().collect();
-        ids.sort_unstable();
-        series_ids = Some(ids);
-    }
-    let rows = state
-        .store
-        .query_samples(&SampleQuery {
-            series_ids,
-            start_ms: p.start_ms,
-            end_ms: p.end_ms,
-            after_seq: p.after_seq,
-            limit: p.limit,
-        })
-        .await?;
-    if !filtered {
-        let ids: Vec<i64> = rows
-            .iter()
-            .map(|r| r.series_id)
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        if !ids.is_empty() {
-            for s in state.store.find_series(None, None, Some(&ids)).await? {
-                series.insert(s.id, s);
-            }
-        }
-    }
-    let next_cursor = (rows.len() == p.limit as usize)
-        .then(|| rows.last().map(|r| r.seq.to_string()))
-        .flatten();
-    let mut labels_cache: HashMap<i64, BTreeMap<String, String>> = HashMap::new();
-    let samples = rows
-        .into_iter()
-        .filter_map(|r| {
-            let s = series.get(&r.series_id)?;
-            let labels = labels_cache
-                .entry(r.series_id)
-                .or_insert_with(|| serde_json::from_str(&s.labels).unwrap_or_default())
-                .clone();
-            Some(QueriedSample {
-                seq: r.seq,
-                component_name: s.component.clone(),
-                component_type: s.component_type.clone(),
-                metric_name: s.metric_name.clone(),
-                metric_type: s.kind,
-                metric_value: r.value,
-                timestamp: format_ms(r.ts_ms),
-                labels,
-                help_text: s.help.clone(),
-                unit: s.unit.clone(),
-            })
-        })
-        .collect();
-    Ok(Json(QueryPage {
-        samples,
-        next_cursor,
-    }))
-}
-
-#[utoipa::path(get, path = "/api/metrics/query", tag = "metrics",
-    params(
-        ("component_name" = Option<String>, Query, description = "Reporting component"),
-        ("metric_name" = Option<String>, Query, description = "Metric name"),
-        ("label" = Option<Vec<String>>, Query, description = "Repeatable label matcher NAME=VALUE or NAME!=VALUE"),
-        ("start" = Option<String>, Query, description = "Inclusive start, RFC 3339 or unix seconds"),
-        ("end" = Option<String>, Query, description = "Exclusive end, RFC 3339 or unix seconds"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 10000 (default 1000)"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses(
-        (status = 200, description = "Samples in ingest order", body = QueryPage),
-        (status = 400, description = "Invalid parameter", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn query(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<QueryPage>, AppError> {
-    run_query(&state, raw).await
-}
-
-#[utoipa::path(get, path = "/api/v2/metrics/query", tag = "metrics",
-    params(
-        ("component_name" = Option<String>, Query, description = "Reporting component"),
-        ("metric_name" = Option<String>, Query, description = "Metric name"),
-        ("label" = Option<Vec<String>>, Query, description = "Repeatable label matcher NAME=VALUE or NAME!=VALUE"),
-        ("start" = Option<String>, Query, description = "Inclusive start, RFC 3339 or unix seconds"),
-        ("end" = Option<String>, Query, description = "Exclusive end, RFC 3339 or unix seconds"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 10000 (default 1000)"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
-    responses(
-        (status = 200, description = "Samples in ingest order", body = QueryPage),
-        (status = 400, description = "Invalid parameter", body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn query_v2(
-    State(state): State<AppState>,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<QueryPage>, AppError> {
-    run_query(&state, raw).await
-}
-
 /// Refreshes the gauges computed from state rather than counted.
 pub fn refresh_gauges(state: &AppState) {
     let now = now_ms();
@@ -366,12 +126,60 @@ pub fn refresh_gauges(state: &AppState) {
 }
 
 #[utoipa::path(get, path = "/api/metrics/prometheus", tag = "metrics",
-    responses((status = 200, description = "Latest value of every live series plus the host's own metrics; OpenMetrics when Accept asks for it", content_type = "text/plain")),
+    params(
+        ("component_name" = Option<String>, Query, description = "Only this component's series (and none of the host's own)"),
+        ("runtime_id" = Option<i64>, Query, description = "Only the series of the component with this numeric id (wins over component_name)")),
+    responses(
+        (status = 200, description = "Latest value of every live series, each with `component` and `component_type`, plus the host's own metrics; OpenMetrics when Accept asks for it", content_type = "text/plain"),
+        (status = 400, description = "Unknown or invalid parameter", body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+pub async fn prometheus(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<impl IntoResponse, AppError> {
+    let mut component: Option<String> = None;
+    let mut runtime_id: Option<i64> = None;
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "component_name" => component = Some(value.into_owned()),
+            "runtime_id" => {
+                runtime_id = Some(value.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(
+                    || {
+                        AppError::InvalidQuery(
+                            "`runtime_id` must be a positive whole number".into(),
+                        )
+                    },
+                )?)
+            }
+            other => {
+                return Err(AppError::InvalidQuery(format!(
+                    "unknown parameter `{other}`; use component_name, runtime_id"
+                )))
+            }
+        }
+    }
+    if let Some(id) = runtime_id {
+        // NoETL: runtime_id wins; an id nobody has selects nothing.
+        component = Some(
+            state
+                .store
+                .list_components()
+                .await?
+                .into_iter()
+                .find(|c| c.runtime_id == id)
+                .map(|c| c.name)
+                .unwrap_or_else(|| "\0".to_string()),
+        );
+    }
     refresh_gauges(&state);
     let format =
         ExpositionFormat::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let types = state.components.types();
+    let scope = ExportScope {
+        component: component.as_deref(),
+        component_types: Some(&types),
+    };
     let mut body = render_export(
         &state.index,
         &state.metrics,
@@ -379,18 +187,21 @@ pub async fn prometheus(State(state): State<AppState>, headers: HeaderMap) -> im
         format,
         now_ms(),
         state.config.series_ttl.as_millis() as i64,
+        &scope,
     );
-    // Operational gauges: executions, queues, dependencies, streams (issue 13).
-    let gauges = crate::telemetry::operations::render_gauges(
-        state.store.as_ref(),
-        &state.plugins,
-        &state.delivery,
-        &state.live,
-        now_ms(),
-    )
-    .await;
-    crate::telemetry::operations::insert_gauges(&mut body, &gauges);
-    ([(header::CONTENT_TYPE, format.content_type())], body)
+    if component.is_none() {
+        // Operational gauges: executions, queues, dependencies, streams (issue 13).
+        let gauges = crate::telemetry::operations::render_gauges(
+            state.store.as_ref(),
+            &state.plugins,
+            &state.delivery,
+            &state.live,
+            now_ms(),
+        )
+        .await;
+        crate::telemetry::operations::insert_gauges(&mut body, &gauges);
+    }
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body))
 }
 
 /// Builds the self-report of the host's CPU, memory and RSS for a component.
@@ -409,50 +220,95 @@ pub async fn self_report_for(state: &AppState, component: &str) -> PreparedRepor
         labels_key: String::new(),
         fingerprint: 0,
     };
+    let gauges = [
+        (
+            "noetl_system_cpu_usage_percent",
+            sample.cpu_percent,
+            "CPU usage percentage",
+            "percent",
+        ),
+        (
+            "noetl_system_memory_usage_bytes",
+            sample.memory_used_bytes,
+            "Memory usage in bytes",
+            "bytes",
+        ),
+        (
+            "noetl_system_memory_usage_percent",
+            sample.memory_percent,
+            "Memory usage percentage",
+            "percent",
+        ),
+        (
+            "noetl_process_cpu_percent",
+            sample.process_cpu_percent,
+            "Process CPU usage percentage",
+            "percent",
+        ),
+        (
+            "noetl_process_memory_rss_bytes",
+            sample.rss_bytes,
+            "Process RSS memory in bytes",
+            "bytes",
+        ),
+        (
+            "noetl_process_start_time_seconds",
+            sample.process_start_time_seconds,
+            "Process start time since unix epoch",
+            "seconds",
+        ),
+        (
+            "noetl_uptime_seconds",
+            sample.uptime_seconds,
+            "Component uptime in seconds",
+            "seconds",
+        ),
+    ];
     PreparedReport::new(
         component.to_string(),
         "server".to_string(),
-        vec![
-            gauge(
-                "noetl_system_cpu_usage_percent",
-                sample.cpu_percent,
-                "CPU usage percentage",
-                "percent",
-            ),
-            gauge(
-                "noetl_system_memory_usage_percent",
-                sample.memory_percent,
-                "Memory usage percentage",
-                "percent",
-            ),
-            gauge(
-                "noetl_process_memory_rss_bytes",
-                sample.rss_bytes,
-                "Resident set size of the host process",
-                "bytes",
-            ),
-        ],
+        gauges
+            .into_iter()
+            .map(|(name, value, help, unit)| gauge(name, value, help, unit))
+            .collect(),
     )
 }
 
+/// Answer to a self-report, as NoETL's.
+#[derive(Serialize, ToSchema)]
+pub struct SelfReported {
+    /// `ok`.
+    pub status: &'static str,
+    pub component_name: String,
+    pub runtime_id: Option<i64>,
+    pub metrics_reported: usize,
+}
+
 #[utoipa::path(post, path = "/api/metrics/self-report", tag = "metrics",
-    params(("component_name" = String, Query, description = "Component the host reports as")),
+    params(("component_name" = Option<String>, Query, description = "Component the host reports as (default: --self-report-component)")),
     responses(
-        (status = 200, description = "The host's CPU %, memory % and RSS committed", body = ReportAccepted),
-        (status = 400, description = "Missing or invalid component_name", body = ErrorBody)),
+        (status = 200, description = "The host's CPU, memory, RSS, start time and uptime committed", body = SelfReported),
+        (status = 400, description = "Invalid component_name", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn self_report(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<ReportAccepted>, AppError> {
+) -> Result<Json<SelfReported>, AppError> {
     let component = form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
         .find(|(k, _)| k == "component_name")
         .map(|(_, v)| v.into_owned())
-        .ok_or_else(|| AppError::InvalidQuery("`component_name` is required".into()))?;
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| state.config.self_report_component.clone());
     check_component_field(&component)
         .map_err(|e| AppError::InvalidQuery(format!("`component_name` {e}")))?;
     let report = self_report_for(&state, &component).await;
-    submit(&state, report).await
+    let done = submit(&state, report).await?;
+    Ok(Json(SelfReported {
+        status: "ok",
+        component_name: component,
+        runtime_id: done.runtime_id,
+        metrics_reported: done.accepted,
+    }))
 }
 
 /// Answer to a series deletion.

@@ -9,10 +9,13 @@ pub mod error;
 mod events;
 mod executions;
 mod health;
+mod metric_query;
 mod metrics;
 mod openapi;
 mod plugins;
 mod publishers;
+mod retention;
+mod runtime_registry;
 mod streams;
 
 use std::sync::Arc;
@@ -76,8 +79,12 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             "/api/v2/metrics/report",
             post(metrics::report_v2),
         ),
-        (Method::GET, "/api/metrics/query", get(metrics::query)),
-        (Method::GET, "/api/v2/metrics/query", get(metrics::query_v2)),
+        (Method::GET, "/api/metrics/query", get(metric_query::query)),
+        (
+            Method::GET,
+            "/api/v2/metrics/query",
+            get(metric_query::query_v2),
+        ),
         (
             Method::GET,
             "/api/metrics/prometheus",
@@ -145,6 +152,63 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             "/api/v2/components/{name}/heartbeat",
             post(components::heartbeat),
         ),
+        // --- NoETL's runtime registry, a view of the components (issue 10) ---
+        (
+            Method::POST,
+            "/api/worker/pool/register",
+            post(runtime_registry::register_worker_pool),
+        ),
+        (
+            Method::POST,
+            "/api/worker/pool/heartbeat",
+            post(runtime_registry::heartbeat_worker_pool),
+        ),
+        (
+            Method::DELETE,
+            "/api/worker/pool/deregister",
+            delete(runtime_registry::deregister_worker_pool),
+        ),
+        (
+            Method::POST,
+            "/api/worker/pool/deregister",
+            post(runtime_registry::deregister_worker_pool_post),
+        ),
+        (
+            Method::GET,
+            "/api/worker/pools",
+            get(runtime_registry::list_worker_pools),
+        ),
+        (
+            Method::POST,
+            "/api/runtime/register",
+            post(runtime_registry::register_runtime),
+        ),
+        (
+            Method::DELETE,
+            "/api/runtime/deregister",
+            delete(runtime_registry::deregister_runtime),
+        ),
+        (
+            Method::GET,
+            "/api/metrics/components",
+            get(runtime_registry::list_components),
+        ),
+        (
+            Method::POST,
+            "/api/metrics/ttl/set",
+            post(retention::set_metric_ttl),
+        ),
+        (
+            Method::POST,
+            "/api/metrics/ttl/extend-component",
+            post(retention::extend_component_ttl),
+        ),
+        (
+            Method::POST,
+            "/api/metrics/cleanup",
+            post(retention::cleanup),
+        ),
+        // --- end issue 10 ---
         (Method::GET, "/api/v2/plugins", get(plugins::list)),
         (
             Method::POST,

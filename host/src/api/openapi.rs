@@ -3,7 +3,10 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{components, error, events, executions, health, metrics, plugins, publishers, streams};
+use super::{
+    components, error, events, executions, health, metric_query, metrics, plugins, publishers,
+    retention, runtime_registry, streams,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,8 +18,8 @@ use super::{components, error, events, executions, health, metrics, plugins, pub
         serve,
         metrics::report,
         metrics::report_v2,
-        metrics::query,
-        metrics::query_v2,
+        metric_query::query,
+        metric_query::query_v2,
         metrics::prometheus,
         metrics::self_report,
         metrics::delete_series,
@@ -25,6 +28,17 @@ use super::{components, error, events, executions, health, metrics, plugins, pub
         components::list,
         components::register,
         components::heartbeat,
+        runtime_registry::register_worker_pool,
+        runtime_registry::heartbeat_worker_pool,
+        runtime_registry::deregister_worker_pool,
+        runtime_registry::deregister_worker_pool_post,
+        runtime_registry::list_worker_pools,
+        runtime_registry::register_runtime,
+        runtime_registry::deregister_runtime,
+        runtime_registry::list_components,
+        retention::set_metric_ttl,
+        retention::extend_component_ttl,
+        retention::cleanup,
         plugins::list,
         plugins::reload,
         publishers::list,

@@ -428,6 +428,19 @@ impl SeriesIndex {
 
     /// Renders every live series in the given format (without a trailing `# EOF`).
     pub fn render(&self, out: &mut String, format: ExpositionFormat, now_ms: i64, ttl_ms: i64) {
+        self.render_scoped(out, format, now_ms, ttl_ms, &ExportScope::default());
+    }
+
+    /// Renders the live series a scope selects, each with its component's
+    /// `component_type` label when the scope knows it.
+    pub fn render_scoped(
+        &self,
+        out: &mut String,
+        format: ExpositionFormat,
+        now_ms: i64,
+        ttl_ms: i64,
+        scope: &ExportScope<'_>,
+    ) {
         let inner = self.inner.read();
         let mut live = Vec::new();
         for (name, family) in &inner.families {
@@ -437,14 +450,62 @@ impl SeriesIndex {
                     .ids
                     .iter()
                     .filter_map(|id| inner.series.get(id))
-                    .filter(|e| is_live(e, now_ms, ttl_ms)),
+                    .filter(|e| is_live(e, now_ms, ttl_ms))
+                    .filter(|e| scope.component.is_none_or(|c| &*e.key.component == c)),
             );
             if !live.is_empty() {
                 let names = export_names(name, family.kind, self.counter_names);
-                render_family(out, &names, family, &live, format, now_ms);
+                render_family(out, &names, family, &live, format, now_ms, scope);
             }
         }
     }
+}
+
+/// Which series an export shows and what it adds to them.
+#[derive(Default)]
+pub struct ExportScope<'a> {
+    /// Only this component's series (NoETL's `?component_name=`, `?runtime_id=`).
+    pub component: Option<&'a str>,
+    /// Each component's type, exported as `component_type` beside `component`.
+    pub component_types: Option<&'a HashMap<String, String>>,
+}
+
+/// Where the leading `component="…"` pair of rendered labels ends.
+fn component_pair_end(rendered: &str) -> usize {
+    let bytes = rendered.as_bytes();
+    let mut i = "component=\"".len();
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            _ => i += 1,
+        }
+    }
+    bytes.len()
+}
+
+/// The labels of a series as exported: `component`, then `component_type`
+/// when known, then the reported labels.
+fn exported_labels<'e>(
+    entry: &'e SeriesEntry,
+    scope: &ExportScope<'_>,
+) -> std::borrow::Cow<'e, str> {
+    let rendered = entry.rendered_labels.as_str();
+    let Some(kind) = scope
+        .component_types
+        .and_then(|t| t.get(&*entry.key.component))
+        .filter(|t| !t.is_empty())
+    else {
+        return rendered.into();
+    };
+    let end = component_pair_end(rendered);
+    let mut out = String::with_capacity(rendered.len() + kind.len() + 20);
+    out.push_str(&rendered[..end]);
+    out.push_str(",component_type=\"");
+    escape_label_value(&mut out, kind);
+    out.push('"');
+    out.push_str(&rendered[end..]);
+    out.into()
 }
 
 /// Read access used by the writer while planning a commit.
@@ -541,13 +602,15 @@ fn escape_help(out: &mut String, help: &str, format: ExpositionFormat) {
 /// from the reporting component is renamed as Prometheus does with
 /// `honor_labels: false`: `exported_component`, or, when the series has a
 /// label of that name too, `exported_exported_component`, and so on, so the
-/// renaming never produces a duplicate name. The text is canonical: two
+/// renaming never produces a duplicate name. A reported `component_type`
+/// label is renamed the same way (`exported_component_type`): the export
+/// adds the registry's `component_type`. The text is canonical: two
 /// series render the same text exactly when they export the same label set.
 pub fn render_labels(component: &str, labels: &BTreeMap<String, String>) -> String {
     let mut pairs: Vec<(std::borrow::Cow<'_, str>, &str)> = Vec::with_capacity(labels.len());
     for (name, value) in labels {
-        if name == "component" {
-            if value == component {
+        if name == "component" || name == "component_type" {
+            if name == "component" && value == component {
                 continue;
             }
             let mut renamed = format!("exported_{name}");
@@ -617,6 +680,7 @@ fn render_family(
     live: &[&SeriesEntry],
     format: ExpositionFormat,
     now_ms: i64,
+    scope: &ExportScope<'_>,
 ) {
     let (family_name, type_name) = match format {
         ExpositionFormat::Text => (names.text_family.as_str(), family.kind.as_str()),
@@ -628,7 +692,7 @@ fn render_family(
     out.push_str(family_name);
     out.push(' ');
     if family.help.is_empty() {
-        out.push_str("Reported metric ");
+        out.push_str("NoETL metric: ");
         out.push_str(family_name);
     } else {
         escape_help(out, &family.help, format);
@@ -650,7 +714,8 @@ fn render_family(
         out.push('\n');
     }
     for entry in live {
-        let labels = entry.rendered_labels.as_str();
+        let labels = exported_labels(entry, scope);
+        let labels = labels.as_ref();
         match &entry.value {
             SeriesValue::Scalar(v) => write_sample(out, &names.sample, "", labels, None, *v),
             SeriesValue::Aggregate(Aggregate::Histogram(h)) => {

@@ -669,6 +669,7 @@ async fn commit_group(
             // component, whichever path submitted it (API or self-report).
             for c in &batch.components {
                 components.seen(&c.name, c.now_ms);
+                components.reported(&c.name, &c.component_type);
             }
             metrics.add_samples_ingested(batch.samples.len() as u64);
             for (_, done, n) in accepted {

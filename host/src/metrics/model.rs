@@ -96,8 +96,8 @@ pub enum ReportError {
 pub struct MetricReport {
     /// Name of the reporting component, e.g. `worker-cpu-01`.
     pub component_name: String,
-    /// Kind of component, e.g. `worker_pool`.
-    #[serde(default)]
+    /// Kind of component, e.g. `worker_pool` (NoETL v1.0.0 servers send it as `kind`).
+    #[serde(default, alias = "kind")]
     pub component_type: Option<String>,
     pub metrics: Vec<ReportedMetric>,
 }
@@ -203,6 +203,26 @@ pub fn is_valid_label_name(name: &str) -> bool {
     chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// The valid name closest to `name`: every character Prometheus does not
+/// allow becomes `_` (`.` and `-` included), and a leading digit gets a `_`
+/// before it. Metric names may keep `:`, label names may not.
+pub fn valid_name_for(name: &str, metric: bool) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || (metric && c == ':') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.chars().next().is_none_or(|c| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
 /// Checks a component name or type: non-empty, bounded, no control characters.
 pub fn check_component_field(value: &str) -> Result<(), String> {
     if value.trim().is_empty() {
@@ -265,18 +285,32 @@ pub fn parse_timestamp(value: &serde_json::Value) -> Result<i64, String> {
     Ok(ms)
 }
 
-/// Parses a time given as RFC 3339 (offset optional, UTC assumed) or unix seconds.
+/// Parses a time given as RFC 3339 (offset optional, UTC assumed; a space
+/// instead of the `T`, as Python's `str(datetime)` writes it, is accepted)
+/// or unix seconds.
 pub fn parse_time_str(s: &str) -> Result<i64, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp_millis());
+    if s.len() > 10 && s.as_bytes()[10] == b' ' && s.is_char_boundary(11) {
+        let with_t = format!("{}T{}", &s[..10], &s[11..]);
+        if let Some(ms) = parse_iso(&with_t) {
+            return Ok(ms);
+        }
     }
-    if let Ok(t) = NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f") {
-        return Ok(t.and_utc().timestamp_millis());
+    if let Some(ms) = parse_iso(s) {
+        return Ok(ms);
     }
     if let Ok(secs) = s.parse::<f64>() {
         return unix_seconds_to_ms(secs);
     }
     Err(format!("`{s}` is neither RFC 3339 nor unix seconds"))
+}
+
+fn parse_iso(s: &str) -> Option<i64> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.timestamp_millis());
+    }
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc().timestamp_millis())
 }
 
 fn unix_seconds_to_ms(secs: f64) -> Result<i64, String> {
@@ -378,8 +412,9 @@ fn prepare_metric(
             index,
             "metric_name",
             format!(
-                "`{}` is not a valid Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)",
-                m.metric_name
+                "`{}` is not a valid Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*); rename it to `{}`",
+                m.metric_name,
+                valid_name_for(&m.metric_name, true)
             ),
         ));
     } else if let Some(reason) = host_prefix_conflict(&m.metric_name) {
@@ -406,7 +441,7 @@ fn prepare_metric(
         errors.push(ItemError::item(
             index,
             "metric_value",
-            "a counter must not be negative",
+            "a counter must not be negative; report the running total (it only grows), or report the value as a gauge",
         ));
     }
     let ts_ms = match &m.timestamp {
@@ -432,7 +467,10 @@ fn prepare_metric(
             errors.push(ItemError::item(
                 index,
                 &format!("labels.{name}"),
-                format!("`{name}` is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)"),
+                format!(
+                    "`{name}` is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*); rename it to `{}`",
+                    valid_name_for(name, false)
+                ),
             ));
         } else if name.starts_with("__") {
             errors.push(ItemError::item(
@@ -679,6 +717,34 @@ mod tests {
         assert!(is_valid_label_name("host_1"));
         assert!(!is_valid_label_name("a:b"));
         assert!(!is_valid_label_name("9"));
+    }
+
+    #[test]
+    fn refused_names_get_a_valid_name_to_rename_to() {
+        assert_eq!(
+            valid_name_for("worker.queue-size", true),
+            "worker_queue_size"
+        );
+        assert_eq!(valid_name_for("ns:rate", true), "ns:rate");
+        assert_eq!(valid_name_for("ns:rate", false), "ns_rate");
+        assert_eq!(valid_name_for("1abc", true), "_1abc");
+        assert_eq!(valid_name_for("", false), "_");
+        assert_eq!(valid_name_for("é", false), "_");
+        for name in ["a-b", "1x", "k8s.pod", "a b", "é:"] {
+            assert!(is_valid_metric_name(&valid_name_for(name, true)), "{name}");
+            assert!(is_valid_label_name(&valid_name_for(name, false)), "{name}");
+        }
+    }
+
+    #[test]
+    fn pythons_str_datetime_with_a_space_is_a_timestamp() {
+        let t = parse_time_str("2024-01-01T12:00:00.5+00:00").unwrap();
+        assert_eq!(
+            parse_time_str("2024-01-01 12:00:00.500000+00:00").unwrap(),
+            t
+        );
+        assert_eq!(parse_time_str("2024-01-01 12:00:00.5").unwrap(), t);
+        assert!(parse_time_str("2024-01-01 noon").is_err());
     }
 
     #[test]

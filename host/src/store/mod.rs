@@ -154,6 +154,55 @@ pub struct SampleQuery {
     pub end_ms: Option<i64>,
     pub after_seq: i64,
     pub limit: u32,
+    /// Newest sample time first (NoETL's order) instead of sequence order.
+    pub newest_first: bool,
+}
+
+/// What a retention rule applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleScope {
+    /// Every series of a metric name.
+    Metric,
+    /// Every series of a component.
+    Component,
+}
+
+impl RuleScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleScope::Metric => "metric",
+            RuleScope::Component => "component",
+        }
+    }
+}
+
+/// Samples of a metric name or a component kept `ttl_ms` instead of `--retention`.
+#[derive(Clone, Debug)]
+pub struct RetentionRule {
+    pub scope: RuleScope,
+    pub name: String,
+    pub ttl_ms: i64,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RetentionRuleRecord {
+    scope: String,
+    name: String,
+    ttl_ms: i64,
+}
+
+impl From<RetentionRuleRecord> for RetentionRule {
+    fn from(r: RetentionRuleRecord) -> Self {
+        RetentionRule {
+            scope: if r.scope == "component" {
+                RuleScope::Component
+            } else {
+                RuleScope::Metric
+            },
+            name: r.name,
+            ttl_ms: r.ttl_ms,
+        }
+    }
 }
 
 /// A registered component.
@@ -168,6 +217,43 @@ pub struct Component {
     pub registered_at_ms: i64,
     #[serde(skip)]
     pub last_heartbeat_ms: i64,
+    /// Stable numeric id (NoETL's `runtime_id`); 0 before the first store.
+    #[serde(skip)]
+    pub runtime_id: i64,
+    /// NoETL's status: `ready`, `offline`, … (a heartbeat sets `ready`).
+    #[serde(skip)]
+    pub status: String,
+    /// The address it registered with (`base_url`, `uri` or `endpoint`).
+    #[serde(skip)]
+    pub uri: Option<String>,
+    /// NoETL's runtime description (JSON object: `type`, `pid`, `hostname`, meta).
+    #[serde(skip)]
+    pub runtime: Option<String>,
+    /// Labels as registered (any JSON value).
+    #[serde(skip)]
+    pub labels: Option<String>,
+    #[serde(skip)]
+    pub updated_at_ms: i64,
+}
+
+impl Component {
+    /// A component as a registration describes it, before it is stored.
+    pub fn new(name: String, component_type: String, now_ms: i64) -> Self {
+        Component {
+            name,
+            component_type,
+            capabilities: Vec::new(),
+            capacity: None,
+            registered_at_ms: now_ms,
+            last_heartbeat_ms: now_ms,
+            runtime_id: 0,
+            status: "ready".to_string(),
+            uri: None,
+            runtime: None,
+            labels: None,
+            updated_at_ms: now_ms,
+        }
+    }
 }
 
 /// A stored sample with its series, as publishers receive it.
@@ -360,18 +446,44 @@ pub trait Store: ExecutionStore + LogStats + Send + Sync + 'static {
         metric_name: Option<&str>,
         ids: Option<&[i64]>,
     ) -> Result<Vec<StoredSeries>, StoreError>;
-    /// Samples matching a query, in sequence order.
+    /// Samples matching a query, in sequence order (or newest first).
     async fn query_samples(&self, query: &SampleQuery) -> Result<Vec<StoredSample>, StoreError>;
     /// Marks a component's series deleted; returns how many.
     async fn delete_series_of(&self, component: &str) -> Result<u64, StoreError>;
     /// Deletes up to `limit` samples older than `before_ms`; returns how many.
     async fn delete_samples_before(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError>;
+    /// Deletes up to `limit` samples older than `before_ms` of the series in
+    /// `only` (every series when `None`) but none of those in `except`.
+    async fn delete_series_samples_before(
+        &self,
+        before_ms: i64,
+        only: Option<&[i64]>,
+        except: &[i64],
+        limit: u32,
+    ) -> Result<u64, StoreError>;
+    /// Keeps a metric name's or a component's samples `ttl_ms` instead of `--retention`.
+    async fn set_retention_rule(&self, rule: &RetentionRule) -> Result<(), StoreError>;
+    /// Every retention rule.
+    async fn retention_rules(&self) -> Result<Vec<RetentionRule>, StoreError>;
     /// Registers or updates a component (type, capabilities, capacity, heartbeat).
     /// Returns the stored component (its first registration time is kept).
     async fn register_component(&self, component: &Component) -> Result<Component, StoreError>;
-    /// Records a heartbeat; `None` when the component is unknown.
+    /// Records a heartbeat (status `ready`); `None` when the component is unknown.
     async fn heartbeat(&self, name: &str, now_ms: i64) -> Result<Option<Component>, StoreError>;
+    /// Every registered component, by name.
     async fn list_components(&self) -> Result<Vec<Component>, StoreError>;
+    /// One component by name.
+    async fn find_component(&self, name: &str) -> Result<Option<Component>, StoreError>;
+    /// Sets a component's NoETL status (`offline` on deregistration); when
+    /// `component_type` is given, only a component of that type is changed.
+    /// `None` when no such component is registered.
+    async fn set_component_status(
+        &self,
+        name: &str,
+        component_type: Option<&str>,
+        status: &str,
+        now_ms: i64,
+    ) -> Result<Option<Component>, StoreError>;
 
     /// Appends validated events to the log in one transaction. Returns each
     /// event's sequence number, or `None` when an event with that `event_id`
@@ -532,7 +644,16 @@ pub(crate) struct ComponentRecord {
     capacity: Option<i64>,
     registered_at: i64,
     last_heartbeat: i64,
+    runtime_id: Option<i64>,
+    status: String,
+    uri: Option<String>,
+    runtime: Option<String>,
+    labels: Option<String>,
+    updated_at: i64,
 }
+
+/// The columns every component read selects, in [`ComponentRecord`]'s order.
+pub(crate) const COMPONENT_COLUMNS: &str = "name, component_type, capabilities, capacity, registered_at, last_heartbeat, runtime_id, status, uri, runtime, labels, updated_at";
 
 impl From<ComponentRecord> for Component {
     fn from(r: ComponentRecord) -> Self {
@@ -543,6 +664,12 @@ impl From<ComponentRecord> for Component {
             capacity: r.capacity,
             registered_at_ms: r.registered_at,
             last_heartbeat_ms: r.last_heartbeat,
+            runtime_id: r.runtime_id.unwrap_or(0),
+            status: r.status,
+            uri: r.uri,
+            runtime: r.runtime,
+            labels: r.labels,
+            updated_at_ms: r.updated_at,
         }
     }
 }

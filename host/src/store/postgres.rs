@@ -10,7 +10,9 @@ use super::{
     Committed, Component, ComponentRecord, Context, CursorRecord, DeadLetter, EventQuery,
     LatestValue, Lease, LogItems, LogSampleRecord, PublisherCursor, SampleQuery, SampleRecord,
     SeriesRecord, SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
+    COMPONENT_COLUMNS,
 };
+use super::{RetentionRule, RetentionRuleRecord};
 use crate::events::StoredEvent;
 
 mod executions;
@@ -294,8 +296,8 @@ impl Store for PostgresStore {
         }
         for c in &batch.components {
             sqlx::query(
-                "INSERT INTO components (name, component_type, registered_at, last_heartbeat)
-                 VALUES ($1, $2, $3, $3)
+                "INSERT INTO components (name, component_type, registered_at, last_heartbeat, updated_at)
+                 VALUES ($1, $2, $3, $3, $3)
                  ON CONFLICT (name) DO UPDATE SET last_heartbeat = EXCLUDED.last_heartbeat",
             )
             .bind(&c.name)
@@ -426,22 +428,28 @@ impl Store for PostgresStore {
     }
 
     async fn query_samples(&self, q: &SampleQuery) -> Result<Vec<StoredSample>, StoreError> {
-        let rows: Vec<SampleRecord> = sqlx::query_as(
+        let order = if q.newest_first {
+            "ts DESC, seq DESC"
+        } else {
+            "seq"
+        };
+        let sql = format!(
             "SELECT seq, series_id, ts, value FROM samples
              WHERE seq > $1
                AND ($2::int8[] IS NULL OR series_id = ANY($2))
                AND ($3::int8 IS NULL OR ts >= $3)
                AND ($4::int8 IS NULL OR ts < $4)
-             ORDER BY seq LIMIT $5",
-        )
-        .bind(q.after_seq)
-        .bind(q.series_ids.as_deref())
-        .bind(q.start_ms)
-        .bind(q.end_ms)
-        .bind(i64::from(q.limit))
-        .fetch_all(&self.pool)
-        .await
-        .context("querying samples")?;
+             ORDER BY {order} LIMIT $5"
+        );
+        let rows: Vec<SampleRecord> = sqlx::query_as(&sql)
+            .bind(q.after_seq)
+            .bind(q.series_ids.as_deref())
+            .bind(q.start_ms)
+            .bind(q.end_ms)
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.pool)
+            .await
+            .context("querying samples")?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
@@ -468,49 +476,136 @@ impl Store for PostgresStore {
         Ok(done.rows_affected())
     }
 
+    async fn delete_series_samples_before(
+        &self,
+        before_ms: i64,
+        only: Option<&[i64]>,
+        except: &[i64],
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM samples WHERE seq IN (SELECT seq FROM samples WHERE ts < $1
+               AND ($2::int8[] IS NULL OR series_id = ANY($2))
+               AND NOT (series_id = ANY($3)) LIMIT $4)",
+        )
+        .bind(before_ms)
+        .bind(only)
+        .bind(except)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .context("deleting expired samples")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn set_retention_rule(&self, rule: &RetentionRule) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO retention_rules (scope, name, ttl_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (scope, name) DO UPDATE SET ttl_ms = EXCLUDED.ttl_ms",
+        )
+        .bind(rule.scope.as_str())
+        .bind(&rule.name)
+        .bind(rule.ttl_ms)
+        .execute(&self.pool)
+        .await
+        .context("setting a retention rule")?;
+        Ok(())
+    }
+
+    async fn retention_rules(&self) -> Result<Vec<RetentionRule>, StoreError> {
+        let rows: Vec<RetentionRuleRecord> =
+            sqlx::query_as("SELECT scope, name, ttl_ms FROM retention_rules")
+                .fetch_all(&self.pool)
+                .await
+                .context("reading retention rules")?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     async fn register_component(&self, c: &Component) -> Result<Component, StoreError> {
-        let row: ComponentRecord = sqlx::query_as(
-            "INSERT INTO components (name, component_type, capabilities, capacity, registered_at, last_heartbeat)
-             VALUES ($1, $2, $3, $4, $5, $6)
+        let sql = format!(
+            "INSERT INTO components (name, component_type, capabilities, capacity, registered_at,
+               last_heartbeat, status, uri, runtime, labels, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $6)
              ON CONFLICT (name) DO UPDATE SET component_type = EXCLUDED.component_type,
                capabilities = EXCLUDED.capabilities, capacity = EXCLUDED.capacity,
-               last_heartbeat = EXCLUDED.last_heartbeat
-             RETURNING name, component_type, capabilities, capacity, registered_at, last_heartbeat",
-        )
-        .bind(&c.name)
-        .bind(&c.component_type)
-        .bind(serde_json::to_string(&c.capabilities).unwrap_or_else(|_| "[]".into()))
-        .bind(c.capacity)
-        .bind(c.registered_at_ms)
-        .bind(c.last_heartbeat_ms)
-        .fetch_one(&self.pool)
-        .await
-        .context("registering a component")?;
+               last_heartbeat = EXCLUDED.last_heartbeat, status = EXCLUDED.status,
+               uri = COALESCE(EXCLUDED.uri, components.uri),
+               runtime = COALESCE(EXCLUDED.runtime, components.runtime),
+               labels = COALESCE(EXCLUDED.labels, components.labels),
+               updated_at = EXCLUDED.updated_at
+             RETURNING {COMPONENT_COLUMNS}"
+        );
+        let row: ComponentRecord = sqlx::query_as(&sql)
+            .bind(&c.name)
+            .bind(&c.component_type)
+            .bind(serde_json::to_string(&c.capabilities).unwrap_or_else(|_| "[]".into()))
+            .bind(c.capacity)
+            .bind(c.registered_at_ms)
+            .bind(c.last_heartbeat_ms)
+            .bind(&c.status)
+            .bind(&c.uri)
+            .bind(&c.runtime)
+            .bind(&c.labels)
+            .fetch_one(&self.pool)
+            .await
+            .context("registering a component")?;
         Ok(row.into())
     }
 
     async fn heartbeat(&self, name: &str, now_ms: i64) -> Result<Option<Component>, StoreError> {
-        let row: Option<ComponentRecord> = sqlx::query_as(
-            "UPDATE components SET last_heartbeat = $1 WHERE name = $2
-             RETURNING name, component_type, capabilities, capacity, registered_at, last_heartbeat",
-        )
-        .bind(now_ms)
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .context("recording a heartbeat")?;
+        let sql = format!(
+            "UPDATE components SET last_heartbeat = $1, updated_at = $1, status = 'ready'
+             WHERE name = $2 RETURNING {COMPONENT_COLUMNS}"
+        );
+        let row: Option<ComponentRecord> = sqlx::query_as(&sql)
+            .bind(now_ms)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .context("recording a heartbeat")?;
         Ok(row.map(Into::into))
     }
 
     async fn list_components(&self) -> Result<Vec<Component>, StoreError> {
-        let rows: Vec<ComponentRecord> = sqlx::query_as(
-            "SELECT name, component_type, capabilities, capacity, registered_at, last_heartbeat
-             FROM components ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .context("listing components")?;
+        let sql = format!("SELECT {COMPONENT_COLUMNS} FROM components ORDER BY name");
+        let rows: Vec<ComponentRecord> = sqlx::query_as(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .context("listing components")?;
         Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn find_component(&self, name: &str) -> Result<Option<Component>, StoreError> {
+        let sql = format!("SELECT {COMPONENT_COLUMNS} FROM components WHERE name = $1");
+        let row: Option<ComponentRecord> = sqlx::query_as(&sql)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading a component")?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn set_component_status(
+        &self,
+        name: &str,
+        component_type: Option<&str>,
+        status: &str,
+        now_ms: i64,
+    ) -> Result<Option<Component>, StoreError> {
+        let sql = format!(
+            "UPDATE components SET status = $1, updated_at = $2
+             WHERE name = $3 AND ($4::text IS NULL OR component_type = $4)
+             RETURNING {COMPONENT_COLUMNS}"
+        );
+        let row: Option<ComponentRecord> = sqlx::query_as(&sql)
+            .bind(status)
+            .bind(now_ms)
+            .bind(name)
+            .bind(component_type)
+            .fetch_optional(&self.pool)
+            .await
+            .context("setting a component's status")?;
+        Ok(row.map(Into::into))
     }
 
     async fn list_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {

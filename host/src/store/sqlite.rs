@@ -13,7 +13,9 @@ use super::{
     Committed, Component, ComponentRecord, Context, CursorRecord, DeadLetter, EventQuery,
     LatestValue, Lease, LogItems, LogSample, NewSeries, PublisherCursor, SampleQuery, SampleRecord,
     SampleRow, SeriesRecord, SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
+    COMPONENT_COLUMNS,
 };
+use super::{RetentionRule, RetentionRuleRecord};
 use crate::events::StoredEvent;
 
 mod executions;
@@ -292,13 +294,12 @@ impl Store for SqliteStore {
         }
         for c in &batch.components {
             sqlx::query(
-                "INSERT INTO components (name, component_type, registered_at, last_heartbeat)
-                 VALUES (?, ?, ?, ?)
+                "INSERT INTO components (name, component_type, registered_at, last_heartbeat, updated_at, runtime_id)
+                 VALUES (?1, ?2, ?3, ?3, ?3, (SELECT COALESCE(MAX(runtime_id), 0) + 1 FROM components))
                  ON CONFLICT (name) DO UPDATE SET last_heartbeat = excluded.last_heartbeat",
             )
             .bind(&c.name)
             .bind(&c.component_type)
-            .bind(c.now_ms)
             .bind(c.now_ms)
             .execute(&mut *tx)
             .await
@@ -435,7 +436,11 @@ impl Store for SqliteStore {
         if q.end_ms.is_some() {
             sql.push_str(" AND ts < ?");
         }
-        sql.push_str(" ORDER BY seq LIMIT ?");
+        sql.push_str(if q.newest_first {
+            " ORDER BY ts DESC, seq DESC LIMIT ?"
+        } else {
+            " ORDER BY seq LIMIT ?"
+        });
         let mut query = sqlx::query_as::<_, SampleRecord>(&sql).bind(q.after_seq);
         if let Some(ids) = &q.series_ids {
             query = query.bind(ids_json(ids));
@@ -477,49 +482,137 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn delete_series_samples_before(
+        &self,
+        before_ms: i64,
+        only: Option<&[i64]>,
+        except: &[i64],
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM samples WHERE seq IN (SELECT seq FROM samples WHERE ts < ?1
+               AND (?2 IS NULL OR series_id IN (SELECT value FROM json_each(?2)))
+               AND series_id NOT IN (SELECT value FROM json_each(?3)) LIMIT ?4)",
+        )
+        .bind(before_ms)
+        .bind(only.map(ids_json))
+        .bind(ids_json(except))
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .context("deleting expired samples")?;
+        Ok(done.rows_affected())
+    }
+
+    async fn set_retention_rule(&self, rule: &RetentionRule) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO retention_rules (scope, name, ttl_ms) VALUES (?, ?, ?)
+             ON CONFLICT (scope, name) DO UPDATE SET ttl_ms = excluded.ttl_ms",
+        )
+        .bind(rule.scope.as_str())
+        .bind(&rule.name)
+        .bind(rule.ttl_ms)
+        .execute(&self.pool)
+        .await
+        .context("setting a retention rule")?;
+        Ok(())
+    }
+
+    async fn retention_rules(&self) -> Result<Vec<RetentionRule>, StoreError> {
+        let rows: Vec<RetentionRuleRecord> =
+            sqlx::query_as("SELECT scope, name, ttl_ms FROM retention_rules")
+                .fetch_all(&self.pool)
+                .await
+                .context("reading retention rules")?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     async fn register_component(&self, c: &Component) -> Result<Component, StoreError> {
-        let row: ComponentRecord = sqlx::query_as(
-            "INSERT INTO components (name, component_type, capabilities, capacity, registered_at, last_heartbeat)
-             VALUES (?, ?, ?, ?, ?, ?)
+        let sql = format!(
+            "INSERT INTO components (name, component_type, capabilities, capacity, registered_at,
+               last_heartbeat, status, uri, runtime, labels, updated_at, runtime_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?6,
+               (SELECT COALESCE(MAX(runtime_id), 0) + 1 FROM components))
              ON CONFLICT (name) DO UPDATE SET component_type = excluded.component_type,
                capabilities = excluded.capabilities, capacity = excluded.capacity,
-               last_heartbeat = excluded.last_heartbeat
-             RETURNING name, component_type, capabilities, capacity, registered_at, last_heartbeat",
-        )
-        .bind(&c.name)
-        .bind(&c.component_type)
-        .bind(serde_json::to_string(&c.capabilities).unwrap_or_else(|_| "[]".into()))
-        .bind(c.capacity)
-        .bind(c.registered_at_ms)
-        .bind(c.last_heartbeat_ms)
-        .fetch_one(&self.pool)
-        .await
-        .context("registering a component")?;
+               last_heartbeat = excluded.last_heartbeat, status = excluded.status,
+               uri = COALESCE(excluded.uri, components.uri),
+               runtime = COALESCE(excluded.runtime, components.runtime),
+               labels = COALESCE(excluded.labels, components.labels),
+               updated_at = excluded.updated_at
+             RETURNING {COMPONENT_COLUMNS}"
+        );
+        let row: ComponentRecord = sqlx::query_as(&sql)
+            .bind(&c.name)
+            .bind(&c.component_type)
+            .bind(serde_json::to_string(&c.capabilities).unwrap_or_else(|_| "[]".into()))
+            .bind(c.capacity)
+            .bind(c.registered_at_ms)
+            .bind(c.last_heartbeat_ms)
+            .bind(&c.status)
+            .bind(&c.uri)
+            .bind(&c.runtime)
+            .bind(&c.labels)
+            .fetch_one(&self.pool)
+            .await
+            .context("registering a component")?;
         Ok(row.into())
     }
 
     async fn heartbeat(&self, name: &str, now_ms: i64) -> Result<Option<Component>, StoreError> {
-        let row: Option<ComponentRecord> = sqlx::query_as(
-            "UPDATE components SET last_heartbeat = ? WHERE name = ?
-             RETURNING name, component_type, capabilities, capacity, registered_at, last_heartbeat",
-        )
-        .bind(now_ms)
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .context("recording a heartbeat")?;
+        let sql = format!(
+            "UPDATE components SET last_heartbeat = ?1, updated_at = ?1, status = 'ready'
+             WHERE name = ?2 RETURNING {COMPONENT_COLUMNS}"
+        );
+        let row: Option<ComponentRecord> = sqlx::query_as(&sql)
+            .bind(now_ms)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .context("recording a heartbeat")?;
         Ok(row.map(Into::into))
     }
 
     async fn list_components(&self) -> Result<Vec<Component>, StoreError> {
-        let rows: Vec<ComponentRecord> = sqlx::query_as(
-            "SELECT name, component_type, capabilities, capacity, registered_at, last_heartbeat
-             FROM components ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .context("listing components")?;
+        let sql = format!("SELECT {COMPONENT_COLUMNS} FROM components ORDER BY name");
+        let rows: Vec<ComponentRecord> = sqlx::query_as(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .context("listing components")?;
         Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    async fn find_component(&self, name: &str) -> Result<Option<Component>, StoreError> {
+        let sql = format!("SELECT {COMPONENT_COLUMNS} FROM components WHERE name = ?");
+        let row: Option<ComponentRecord> = sqlx::query_as(&sql)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .context("reading a component")?;
+        Ok(row.map(Into::into))
+    }
+
+    async fn set_component_status(
+        &self,
+        name: &str,
+        component_type: Option<&str>,
+        status: &str,
+        now_ms: i64,
+    ) -> Result<Option<Component>, StoreError> {
+        let sql = format!(
+            "UPDATE components SET status = ?1, updated_at = ?2
+             WHERE name = ?3 AND (?4 IS NULL OR component_type = ?4)
+             RETURNING {COMPONENT_COLUMNS}"
+        );
+        let row: Option<ComponentRecord> = sqlx::query_as(&sql)
+            .bind(status)
+            .bind(now_ms)
+            .bind(name)
+            .bind(component_type)
+            .fetch_optional(&self.pool)
+            .await
+            .context("setting a component's status")?;
+        Ok(row.map(Into::into))
     }
 
     async fn list_events(&self, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {

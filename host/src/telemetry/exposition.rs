@@ -3,12 +3,15 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::metrics::index::{escape_label_value, write_value, ExpositionFormat, SeriesIndex};
+use crate::metrics::index::{
+    escape_label_value, write_value, ExportScope, ExpositionFormat, SeriesIndex,
+};
 use crate::plugins::{PluginCondition, PluginRegistry};
 
 use super::SelfMetrics;
 
-/// Renders everything a scrape of `/metrics` returns.
+/// Renders everything a scrape of `/metrics` returns: the reported series
+/// the scope selects and, unless the scope is one component's, the host's own.
 pub fn render_export(
     index: &SeriesIndex,
     own: &SelfMetrics,
@@ -16,10 +19,15 @@ pub fn render_export(
     format: ExpositionFormat,
     now_ms: i64,
     ttl_ms: i64,
+    scope: &ExportScope<'_>,
 ) -> String {
     let mut out = String::with_capacity(64 * 1024);
-    index.render(&mut out, format, now_ms, ttl_ms);
-    render_host_metrics(&mut out, own, plugins, format);
+    index.render_scoped(&mut out, format, now_ms, ttl_ms, scope);
+    if scope.component.is_none() {
+        render_host_metrics(&mut out, own, plugins, format);
+    } else if format == ExpositionFormat::OpenMetrics {
+        out.push_str("# EOF\n");
+    }
     out
 }
 
