@@ -12,10 +12,11 @@ pub mod manifest;
 pub mod plugin;
 pub mod registry;
 pub mod sandbox;
+pub mod versions;
 mod scaffold;
 
 pub use engine::{PluginEngine, Tier};
-pub use plugin::{CallError, Plugin, PluginCondition, PluginKind};
+pub use plugin::{CallError, Notified, Plugin, PluginCondition, PluginKind};
 pub use registry::{PluginRegistry, ReloadOutcome, ServingHook};
 
 /// Hex SHA-256 of a file's bytes.

@@ -1,11 +1,11 @@
 //! Notifiers: the [`Notifier`] trait and [`export_notifier!`](crate::export_notifier).
 //!
-//! A notifier delivers one alert notification (firing or resolved) to a channel:
-//! a webhook, Slack, PagerDuty, …
+//! A notifier delivers a [`Notification`] to a channel (a webhook, Slack,
+//! PagerDuty, …): a group of [`Alert`]s as Alertmanager sends them, firing
+//! while any alert of it fires. Labels and annotations are `(name, value)`
+//! pairs sorted by name; [`get`] looks one up.
 
-pub use crate::bindings::publisher::vigil::plugin::types::{
-    AlertNotification as Notification, AlertStatus,
-};
+pub use crate::bindings::publisher::vigil::plugin::types::{Alert, AlertStatus, Notification};
 pub use crate::config::Config;
 pub use crate::delivery::{DeliveryError as NotifyError, Receipt};
 pub use crate::plugin::PluginInfo;
@@ -18,7 +18,7 @@ pub trait Notifier: Sized + 'static {
     /// Builds the instance from its configuration; an error refuses to start.
     fn configure(config: &Config) -> Result<Self, String>;
 
-    /// Delivers one notification.
+    /// Delivers one notification (a group of alerts).
     fn notify(&mut self, notification: &Notification) -> Result<Receipt, NotifyError>;
 
     /// JSON Schema of the configuration object. Default: `{}` (anything).
@@ -29,6 +29,22 @@ pub trait Notifier: Sized + 'static {
     /// The plugin's self-description; `package` comes from Cargo metadata.
     fn info(package: PluginInfo) -> PluginInfo {
         package
+    }
+}
+
+/// The value of `name` among `pairs` (labels or annotations).
+pub fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// `"firing"` or `"resolved"`, as Alertmanager writes them.
+pub fn status_str(status: AlertStatus) -> &'static str {
+    match status {
+        AlertStatus::Firing => "firing",
+        AlertStatus::Resolved => "resolved",
     }
 }
 
@@ -50,7 +66,7 @@ pub fn __configure<T: Notifier>(
 #[doc(hidden)]
 pub fn __notify<T: Notifier>(
     slot: &'static InstanceSlot<T>,
-    notification: world::AlertNotification,
+    notification: world::Notification,
 ) -> Result<world::Receipt, world::DeliveryError> {
     match with_instance(slot, |n| n.notify(&notification)) {
         Some(Ok(receipt)) => Ok(receipt.into()),
@@ -81,7 +97,7 @@ macro_rules! export_notifier {
                     $crate::notifier::__configure::<$ty>(&VIGIL_INSTANCE, config)
                 }
                 fn notify(
-                    notification: $crate::__private::notifier_world::AlertNotification,
+                    notification: $crate::__private::notifier_world::Notification,
                 ) -> ::std::result::Result<
                     $crate::__private::notifier_world::Receipt,
                     $crate::__private::notifier_world::DeliveryError,
