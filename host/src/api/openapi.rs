@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{components, error, events, executions, health, metrics, plugins, publishers, streams};
+use super::{alerting, components, error, events, executions, health, metrics, plugins, publishers, streams};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -38,6 +38,13 @@ use super::{components, error, events, executions, health, metrics, plugins, pub
         streams::source_events,
         streams::project_events,
         streams::all_events,
+        alerting::list_channels,
+        alerting::create_channel,
+        alerting::read_channel,
+        alerting::update_channel,
+        alerting::delete_channel,
+        alerting::test_channel,
+        alerting::list_deliveries,
     ),
     components(schemas(error::ErrorBody, crate::metrics::model::MetricReport)),
     modifiers(&BearerAuth)

@@ -69,6 +69,7 @@ pub enum CallError {
     WrongKind(String, &'static str, &'static str),
 }
 
+#[derive(Clone)]
 enum Pre {
     Publisher(publisher::PublisherPre<PluginState>),
     Notifier(notifier::NotifierPre<PluginState>),
@@ -343,6 +344,52 @@ impl Plugin {
         }
         *plugin.instance.get_mut() = Some(instance);
         Ok(plugin)
+    }
+
+    /// A copy of this plugin configured with `config` instead of its
+    /// manifest's `[config]` (a notification channel's settings): the same
+    /// compiled component, capabilities (`allowed_hosts`, memory, time) and
+    /// schema; its own instance and counters. The config is checked against
+    /// the plugin's schema first.
+    pub async fn with_config(
+        &self,
+        config: std::collections::BTreeMap<String, super::manifest::ConfigValue>,
+    ) -> Result<Plugin, String> {
+        let manifest = PluginManifest {
+            capabilities: self.manifest.capabilities.clone(),
+            config,
+        };
+        if let Err(errors) = check_config(&self.description.config_schema, &manifest.config_json())
+        {
+            return Err(format!("invalid configuration: {}", errors.join("; ")));
+        }
+        let mut copy = Plugin {
+            name: self.name.clone(),
+            kind: self.kind,
+            description: self.description.clone(),
+            sha256: self.sha256.clone(),
+            world_version: self.world_version.clone(),
+            imports: self.imports.clone(),
+            file: self.file.clone(),
+            manifest,
+            loaded_at_ms: chrono::Utc::now().timestamp_millis(),
+            cache_hit: self.cache_hit,
+            tier: self.tier,
+            stats: Arc::default(),
+            engine: self.engine.clone(),
+            pre: self.pre.clone(),
+            instance: tokio::sync::Mutex::new(None),
+            health: parking_lot::Mutex::new(Health {
+                condition: PluginCondition::Loaded,
+                last_error: None,
+                consecutive_failures: 0,
+                retry_at: None,
+            }),
+        };
+        let mut instance = copy.instantiate().await?;
+        copy.configure(&mut instance).await?;
+        *copy.instance.get_mut() = Some(instance);
+        Ok(copy)
     }
 
     fn call_timeout(&self) -> Duration {
