@@ -208,10 +208,7 @@ pub fn apply(
             .send_resolved
             .or(current.map(|c| c.send_resolved))
             .unwrap_or(true),
-        enabled: input
-            .enabled
-            .or(current.map(|c| c.enabled))
-            .unwrap_or(true),
+        enabled: input.enabled.or(current.map(|c| c.enabled)).unwrap_or(true),
         created_ms: current.map_or(now_ms, |c| c.created_ms),
         updated_ms: now_ms,
     })
@@ -327,18 +324,28 @@ mod tests {
 
     #[test]
     fn bodies_are_checked_field_by_field() {
-        let ok = parse_input(br#"{"name":"ops","plugin":"webhook","config":{"url":"http://x"}}"#, true)
-            .expect("valid");
+        let ok = parse_input(
+            br#"{"name":"ops","plugin":"webhook","config":{"url":"http://x"}}"#,
+            true,
+        )
+        .expect("valid");
         assert_eq!(ok.name.as_deref(), Some("ops"));
-        let Err(ChannelError::Invalid(errors)) =
-            parse_input(br#"{"name":"bad name","enabled":"yes","id":"x","colour":1}"#, true)
-        else {
+        let Err(ChannelError::Invalid(errors)) = parse_input(
+            br#"{"name":"bad name","enabled":"yes","id":"x","colour":1}"#,
+            true,
+        ) else {
             panic!("accepted")
         };
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["enabled", "id", "colour", "name", "plugin"]);
-        assert!(matches!(parse_input(b"[", true), Err(ChannelError::Malformed(_))));
-        assert!(matches!(parse_input(b"[]", false), Err(ChannelError::Invalid(_))));
+        assert!(matches!(
+            parse_input(b"[", true),
+            Err(ChannelError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_input(b"[]", false),
+            Err(ChannelError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -100,10 +100,7 @@ pub fn test_notification(channel: &str, external_url: &str, now_ms: i64) -> type
                 "description".to_string(),
                 format!("A test notification sent through channel `{channel}`; nothing is wrong."),
             ),
-            (
-                "summary".to_string(),
-                "Vigil test notification".to_string(),
-            ),
+            ("summary".to_string(), "Vigil test notification".to_string()),
         ],
         starts_at: now_ms,
         ends_at: None,
@@ -175,7 +172,9 @@ mod tests {
     use super::*;
 
     fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
-        p.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

@@ -147,7 +147,9 @@ pub async fn update_channel(
         }
     }
     if !state.store.update_channel(&row).await? {
-        return Err(AppError::NotFound(format!("no notification channel `{id}`")));
+        return Err(AppError::NotFound(format!(
+            "no notification channel `{id}`"
+        )));
     }
     Ok(Json(channels::to_json(&row)))
 }
@@ -164,7 +166,9 @@ pub async fn delete_channel(
 ) -> Result<StatusCode, AppError> {
     check_path_id(&id)?;
     if !state.store.delete_channel(&id).await? {
-        return Err(AppError::NotFound(format!("no notification channel `{id}`")));
+        return Err(AppError::NotFound(format!(
+            "no notification channel `{id}`"
+        )));
     }
     state.notifiers.forget(&id).await;
     Ok(StatusCode::NO_CONTENT)
@@ -285,7 +289,9 @@ fn parse_delivery_query(raw: Option<&str>) -> Result<DeliveryQuery, AppError> {
                     .ok()
                     .filter(|l| (1..=MAX_LIMIT).contains(l))
                     .ok_or_else(|| {
-                        bad(format!("`limit` must be a whole number from 1 to {MAX_LIMIT}"))
+                        bad(format!(
+                            "`limit` must be a whole number from 1 to {MAX_LIMIT}"
+                        ))
                     })?
             }
             "cursor" => {
@@ -361,7 +367,10 @@ mod tests {
             "colour=red",
             "channel=",
         ] {
-            assert!(parse_delivery_query(Some(bad)).is_err(), "{bad} was accepted");
+            assert!(
+                parse_delivery_query(Some(bad)).is_err(),
+                "{bad} was accepted"
+            );
         }
     }
 }

@@ -3,7 +3,9 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{alerting, components, error, events, executions, health, metrics, plugins, publishers, streams};
+use super::{
+    alerting, components, error, events, executions, health, metrics, plugins, publishers, streams,
+};
 
 #[derive(OpenApi)]
 #[openapi(

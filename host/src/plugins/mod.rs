@@ -12,8 +12,8 @@ pub mod manifest;
 pub mod plugin;
 pub mod registry;
 pub mod sandbox;
-pub mod versions;
 mod scaffold;
+pub mod versions;
 
 pub use engine::{PluginEngine, Tier};
 pub use plugin::{CallError, Notified, Plugin, PluginCondition, PluginKind};

@@ -333,7 +333,10 @@ impl Plugin {
             ));
         }
         plugin.description = info.description;
-        if configure {
+        // A notifier without `[config]` is a template: notification channels
+        // configure their own copies of it (`Plugin::with_config`).
+        let template = kind == PluginKind::Notifier && plugin.manifest.config.is_empty();
+        if configure && !template {
             if let Err(errors) = check_config(
                 &plugin.description.config_schema,
                 &plugin.manifest.config_json(),
@@ -638,10 +641,7 @@ impl Plugin {
     /// Hands a notification (a group of alerts) to a notifier; a 0.1.0
     /// notifier gets its alerts one by one. The outcome carries the status of
     /// the last HTTP response the plugin received, as the host saw it.
-    pub async fn notify(
-        &self,
-        notification: &types::Notification,
-    ) -> Result<Notified, CallError> {
+    pub async fn notify(&self, notification: &types::Notification) -> Result<Notified, CallError> {
         if self.kind != PluginKind::Notifier {
             return Err(CallError::WrongKind(
                 self.name.clone(),
@@ -818,8 +818,10 @@ async fn run(inst: &mut Instance, op: Op<'_>) -> wasmtime::Result<Answer> {
             Answer::Configured(p.call_configure(store, entries).await?)
         }
         (Op::Configure(entries), Live::NotifierV0_1(p)) => {
-            let entries: Vec<v0_1_0::types::ConfigEntry> =
-                entries.iter().map(super::versions::config_entry_v0_1).collect();
+            let entries: Vec<v0_1_0::types::ConfigEntry> = entries
+                .iter()
+                .map(super::versions::config_entry_v0_1)
+                .collect();
             Answer::Configured(p.call_configure(store, &entries).await?)
         }
         (Op::Configure(entries), Live::DebugFields(p)) => {

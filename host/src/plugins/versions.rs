@@ -73,10 +73,12 @@ pub fn join_receipts(receipts: Vec<types::Receipt>) -> types::Receipt {
 /// A 0.1.0 delivery error as a current one.
 pub fn delivery_error_from_v0_1(e: v0_1_0::types::DeliveryError) -> types::DeliveryError {
     match e {
-        v0_1_0::types::DeliveryError::Retryable(r) => types::DeliveryError::Retryable(types::Retry {
-            message: r.message,
-            retry_after_ms: r.retry_after_ms,
-        }),
+        v0_1_0::types::DeliveryError::Retryable(r) => {
+            types::DeliveryError::Retryable(types::Retry {
+                message: r.message,
+                retry_after_ms: r.retry_after_ms,
+            })
+        }
         v0_1_0::types::DeliveryError::Permanent(m) => types::DeliveryError::Permanent(m),
     }
 }
@@ -140,7 +142,10 @@ mod tests {
         assert_eq!(old[0].summary, "queue is high");
         assert_eq!(old[0].description, "");
         assert_eq!(old[0].url.as_deref(), Some("http://vigil/rules/1"));
-        assert!(matches!(old[1].status, v0_1_0::types::AlertStatus::Resolved));
+        assert!(matches!(
+            old[1].status,
+            v0_1_0::types::AlertStatus::Resolved
+        ));
         let joined = join_receipts(vec![
             types::Receipt {
                 id: Some("a1".into()),

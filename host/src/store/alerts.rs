@@ -106,7 +106,8 @@ pub trait AlertStore: Send + Sync {
 
 pub(crate) const CHANNEL_COLUMNS: &str =
     "id, name, plugin, config, secrets, send_resolved, enabled, created_at, updated_at";
-pub(crate) const DELIVERY_COLUMNS: &str = "n, id, channel_id, rule_id, group_key, kind, status, attempts,
+pub(crate) const DELIVERY_COLUMNS: &str =
+    "n, id, channel_id, rule_id, group_key, kind, status, attempts,
     response_status, last_error, receipt, alerts, payload, created_at, updated_at, next_attempt_at";
 
 /// Implements [`AlertStore`] for a store type with a `pool` field.
