@@ -283,11 +283,19 @@ fn plugin_config(row: &ChannelRow) -> BTreeMap<String, ConfigValue> {
     out
 }
 
+/// A channel's configured notifier: made for the channel as of
+/// `updated_ms`, from the plugin whose file hashed to `sha256`.
+struct Copy {
+    updated_ms: i64,
+    sha256: String,
+    plugin: Arc<Plugin>,
+}
+
 /// One configured copy of its notifier per channel, re-made when the channel
 /// or the plugin changes.
 #[derive(Default)]
 pub struct ChannelNotifiers {
-    copies: tokio::sync::Mutex<HashMap<String, (i64, String, Arc<Plugin>)>>,
+    copies: tokio::sync::Mutex<HashMap<String, Copy>>,
 }
 
 impl ChannelNotifiers {
@@ -299,17 +307,21 @@ impl ChannelNotifiers {
     ) -> Result<Arc<Plugin>, String> {
         let plugin = notifier_plugin(registry, &row.plugin)?;
         let mut copies = self.copies.lock().await;
-        if let Some((updated, sha, copy)) = copies.get(&row.id) {
-            if *updated == row.updated_ms && *sha == plugin.sha256 {
-                return Ok(copy.clone());
+        if let Some(copy) = copies.get(&row.id) {
+            if copy.updated_ms == row.updated_ms && copy.sha256 == plugin.sha256 {
+                return Ok(copy.plugin.clone());
             }
         }
-        let copy = Arc::new(plugin.with_config(plugin_config(row)).await?);
+        let configured = Arc::new(plugin.with_config(plugin_config(row)).await?);
         copies.insert(
             row.id.clone(),
-            (row.updated_ms, plugin.sha256.clone(), copy.clone()),
+            Copy {
+                updated_ms: row.updated_ms,
+                sha256: plugin.sha256.clone(),
+                plugin: configured.clone(),
+            },
         );
-        Ok(copy)
+        Ok(configured)
     }
 
     /// Forgets a deleted channel's copy.
