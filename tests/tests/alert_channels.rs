@@ -431,3 +431,121 @@ backend_tests!(
     the_test_endpoint_answers_with_the_receivers_outcome,
     a_notifier_built_against_0_1_0_still_receives_every_alert,
 );
+
+/// The JSON type of a value, for comparing shapes.
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn keys_and_kinds(v: &Value) -> Vec<(String, &'static str)> {
+    let mut out: Vec<(String, &'static str)> = v
+        .as_object()
+        .map(|o| o.iter().map(|(k, v)| (k.clone(), kind(v))).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// The webhook-notifier's payload against what a real Alertmanager sends a
+/// webhook for the same alert: same keys and types everywhere, same values
+/// except times and ids (`groupKey`, `externalURL`, `startsAt`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_payload_is_what_a_real_alertmanager_sends() {
+    let receiver = WebhookReceiver::start().await;
+    let Some(am) = AlertmanagerServer::start("hook", &receiver.url("/am"), &["alertname"]).await
+    else {
+        return;
+    };
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    dir.install_with_manifest("webhook", "webhook-notifier", &manifest(&receiver));
+    let server = TestServer::builder(&db)
+        .plugin_dir(dir.path())
+        .start()
+        .await;
+    serving(&server, "webhook").await;
+    let channel = create(
+        &server,
+        json!({"name": "hook", "plugin": "webhook", "config": {"url": receiver.url("/vigil")}}),
+    )
+    .await;
+    let id = channel["id"].as_str().expect("id");
+    let (status, ok) = status_json(
+        server
+            .post_json(
+                &format!("/api/v2/notification-channels/{id}/test"),
+                &json!({}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{ok:#}");
+    let ours = receiver.requests()[0].json();
+    let our_alert = &ours["alerts"][0];
+
+    // The same alert, as Prometheus would post it to Alertmanager.
+    am.post_alerts(&json!([{
+        "labels": our_alert["labels"],
+        "annotations": our_alert["annotations"],
+        "startsAt": our_alert["startsAt"],
+        "generatorURL": our_alert["generatorURL"],
+    }]))
+    .await;
+    let theirs = poll_until(
+        Duration::from_secs(30),
+        "Alertmanager's webhook call",
+        || {
+            let got = receiver.requests();
+            async move { got.into_iter().find(|r| r.path == "/am").map(|r| r.json()) }
+        },
+    )
+    .await;
+    let their_alert = &theirs["alerts"][0];
+
+    assert_eq!(
+        keys_and_kinds(&ours),
+        keys_and_kinds(&theirs),
+        "ours {ours:#}\ntheirs {theirs:#}"
+    );
+    assert_eq!(
+        keys_and_kinds(our_alert),
+        keys_and_kinds(their_alert),
+        "ours {ours:#}\ntheirs {theirs:#}"
+    );
+    for key in [
+        "receiver",
+        "status",
+        "version",
+        "truncatedAlerts",
+        "groupLabels",
+        "commonLabels",
+        "commonAnnotations",
+    ] {
+        assert_eq!(
+            ours[key], theirs[key],
+            "{key}: ours {ours:#}\ntheirs {theirs:#}"
+        );
+    }
+    for key in [
+        "status",
+        "labels",
+        "annotations",
+        "endsAt",
+        "generatorURL",
+        "fingerprint",
+    ] {
+        assert_eq!(our_alert[key], their_alert[key], "alerts[0].{key}");
+    }
+    assert_eq!(ours["alerts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(theirs["alerts"].as_array().map(Vec::len), Some(1));
+    // Alertmanager holds the alert with the same fingerprint.
+    let held = am.alerts().await;
+    assert_eq!(held[0]["fingerprint"], our_alert["fingerprint"], "{held:?}");
+}
