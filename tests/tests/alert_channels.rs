@@ -356,6 +356,21 @@ async fn the_test_endpoint_answers_with_the_receivers_outcome(backend: Backend) 
         assert_eq!(d["payload"]["receiver"], "hook");
     }
     assert_eq!(deliveries(&server, "status=sent").await.len(), 1);
+    // And counted in the host's own metrics.
+    let own = server
+        .get("/api/v2/metrics")
+        .await
+        .text()
+        .await
+        .expect("metrics");
+    let count = |outcome: &str| {
+        expo_value(
+            &own,
+            "vigil_alert_notifications_total",
+            &[("channel", "hook"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!((count("sent"), count("failed")), (1.0, 3.0), "{own}");
     let page = deliveries(&server, "limit=2").await;
     assert_eq!(page.len(), 2);
     for bad in ["status=lost", "limit=0", "cursor=x", "colour=red"] {

@@ -194,6 +194,7 @@ pub async fn test_channel(
     state.store.insert_delivery(&row).await?;
     let attempt = deliveries::attempt(&state.notifiers, &state.plugins, &channel, &n).await;
     deliveries::record(&mut row, &attempt, None, now_ms());
+    state.metrics.count_notification(&channel.name, &row.status);
     state.store.update_delivery(&row).await?;
     let delivery = deliveries::to_json(&row);
     let (status, code, message) = match &attempt.outcome {
