@@ -347,7 +347,10 @@ async fn run_once(args: RunArgs) -> Result<(), String> {
         }
         PluginKind::Notifier => {
             let n = input_notification(&input);
-            let outcome = plugin.notify(&n).await.map_err(|e| e.to_string())?;
+            // A notifier without `[config]` loads as a channel template,
+            // unconfigured; configure a copy as a channel would.
+            let configured = plugin.with_config(plugin.manifest.config.clone()).await?;
+            let outcome = configured.notify(&n).await.map_err(|e| e.to_string())?;
             let mut answer = match outcome.result {
                 Ok(r) => serde_json::json!({"receipt": {"id": r.id, "detail": r.detail}}),
                 Err(e) => delivery_error(e),
