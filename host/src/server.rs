@@ -156,6 +156,7 @@ pub async fn run(
         head: head.clone(),
         live: live.clone(),
         debug_fields,
+        notifiers: Arc::default(),
     };
 
     let api_listener = bind(config.listen).await?;

@@ -20,6 +20,7 @@
 use std::io::Write;
 use std::sync::Mutex;
 
+mod alertmanager;
 mod database;
 mod exposition;
 pub mod noetl;
@@ -32,6 +33,7 @@ mod reports;
 mod server;
 mod sse;
 
+pub use alertmanager::AlertmanagerServer;
 pub use database::*;
 pub use exposition::*;
 pub use plugin_dir::*;

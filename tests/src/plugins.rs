@@ -18,12 +18,15 @@ pub const PLUGIN_TARGET: &str = "wasm32-wasip2";
 ///
 /// - `noop-publisher`: accepts everything after reading every sample (benchmarks).
 /// - `webhook-publisher`: POSTs batches as JSON to config `url`.
+/// - `webhook-notifier`: notifier; POSTs Alertmanager's webhook payload (v4) to `url`.
 /// - `dim`: debug-fields world, backend `dim`: `dim_session_status_url`,
 ///   `dim_graph_status_url` (table in `plugins/dim/tests/cases.json`).
 /// - `slurm`: debug-fields world, backend `slurm`: `slurm_session_dir`,
 ///   `slurm_login_node`, `slurm_remote_user` (table in `plugins/slurm/tests/cases.json`).
 /// - `echo-debug-fields`: debug-fields world; backend `echo`, field `echo_id`.
-/// - `echo-notifier`: notifier world; receipt id = alert id.
+/// - `echo-notifier`: notifier world of `vigil:plugin@0.1.0` (built from
+///   `wit/0.1.0` without the SDK); receipt id = alert id, detail `<rule> <status>`;
+///   config `fail = "permanent"` refuses every alert.
 /// - `file-reader`: publish fails permanently with the error of reading /etc/passwd.
 /// - `flaky-publisher`: publish panics for the first `fail_first` calls of an
 ///   instance, or until the wall clock passes `fail_until_ms`.
@@ -46,6 +49,7 @@ pub fn all_plugin_names() -> &'static [&'static str] {
     &[
         "noop-publisher",
         "webhook-publisher",
+        "webhook-notifier",
         "big-alloc",
         "dim",
         "slurm",

@@ -55,7 +55,7 @@ fn check(wasm: &Path, kind: &str) {
     let text =
         run(Command::new(vigil_binary()).args(["plugin", "check", wasm.to_str().expect("utf-8")]));
     assert!(
-        text.contains(&format!("world:       vigil:plugin/{kind}@0.1.0")),
+        text.contains(&format!("world:       vigil:plugin/{kind}@0.2.0")),
         "{text}"
     );
     assert!(text.contains("name:        scaffold-"), "{text}");

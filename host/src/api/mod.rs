@@ -2,6 +2,7 @@
 //! request passes (request id, tracing span, bearer-token scopes, own metrics).
 //! Handlers live in one file per resource. Does not own storage or validation.
 
+mod alerting;
 mod auth;
 mod components;
 pub mod connections;
@@ -62,6 +63,8 @@ pub struct AppState {
     /// Live event fan-out for the provenance streams.
     pub live: Arc<LiveHub>,
     pub debug_fields: Arc<DebugFieldProviders>,
+    /// One configured notifier per notification channel (issue 12).
+    pub notifiers: Arc<crate::alerts::channels::ChannelNotifiers>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -216,6 +219,43 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             post(plugins::reload),
         ),
         (Method::GET, "/api/v2/publishers", get(publishers::list)),
+        // --- alerting (issue 12) ---
+        (
+            Method::GET,
+            "/api/v2/notification-channels",
+            get(alerting::list_channels),
+        ),
+        (
+            Method::POST,
+            "/api/v2/notification-channels",
+            post(alerting::create_channel),
+        ),
+        (
+            Method::GET,
+            "/api/v2/notification-channels/{id}",
+            get(alerting::read_channel),
+        ),
+        (
+            Method::PATCH,
+            "/api/v2/notification-channels/{id}",
+            patch(alerting::update_channel),
+        ),
+        (
+            Method::DELETE,
+            "/api/v2/notification-channels/{id}",
+            delete(alerting::delete_channel),
+        ),
+        (
+            Method::POST,
+            "/api/v2/notification-channels/{id}/test",
+            post(alerting::test_channel),
+        ),
+        (
+            Method::GET,
+            "/api/v2/alert-deliveries",
+            get(alerting::list_deliveries),
+        ),
+        // --- end issue 12 ---
         (
             Method::GET,
             "/api/v2/publishers/{name}/dead-letters",

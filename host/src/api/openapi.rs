@@ -4,8 +4,8 @@ use axum::Json;
 use utoipa::OpenApi;
 
 use super::{
-    components, error, events, executions, health, metric_query, metrics, plugins, publishers,
-    retention, runtime_registry, streams,
+    alerting, components, error, events, executions, health, metric_query, metrics, plugins,
+    publishers, retention, runtime_registry, streams,
 };
 
 #[derive(OpenApi)]
@@ -52,6 +52,13 @@ use super::{
         streams::source_events,
         streams::project_events,
         streams::all_events,
+        alerting::list_channels,
+        alerting::create_channel,
+        alerting::read_channel,
+        alerting::update_channel,
+        alerting::delete_channel,
+        alerting::test_channel,
+        alerting::list_deliveries,
     ),
     components(schemas(error::ErrorBody, crate::metrics::model::MetricReport)),
     modifiers(&BearerAuth)

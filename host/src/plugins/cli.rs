@@ -42,7 +42,7 @@ pub struct RunArgs {
     /// The component (`.wasm`).
     pub file: PathBuf,
     /// Input JSON: for a publisher a NoETL report or `{"samples":[{component,name,kind,value,labels}]}`;
-    /// for a notifier an alert notification; for a debug-fields provider an execution record.
+    /// for a notifier a notification (`alerts[]` of `fingerprint, status, labels, annotations, starts_at, ends_at, value, generator_url`, plus `group_key`, `receiver`, …) or one alert; for a debug-fields provider an execution record.
     #[arg(long)]
     pub input: PathBuf,
     /// The plugin's manifest (capabilities and `[config]`).
@@ -274,6 +274,55 @@ fn text(value: &serde_json::Value, key: &str) -> String {
         .to_string()
 }
 
+fn status(value: &serde_json::Value) -> types::AlertStatus {
+    if text(value, "status") == "resolved" {
+        types::AlertStatus::Resolved
+    } else {
+        types::AlertStatus::Firing
+    }
+}
+
+/// A notification from `vigil plugin run`'s input: a group (`alerts[]` and
+/// the group's fields, snake_case) or, without `alerts`, a group of the one
+/// alert the input describes.
+fn input_notification(input: &serde_json::Value) -> types::Notification {
+    let alert = |a: &serde_json::Value| types::Alert {
+        fingerprint: text(a, "fingerprint"),
+        status: status(a),
+        labels: pairs(a.get("labels")),
+        annotations: pairs(a.get("annotations")),
+        starts_at: a
+            .get("starts_at")
+            .and_then(|v| v.as_i64())
+            .unwrap_or_default(),
+        ends_at: a.get("ends_at").and_then(|v| v.as_i64()),
+        value: a.get("value").and_then(|v| v.as_f64()),
+        generator_url: text(a, "generator_url"),
+    };
+    let alerts: Vec<types::Alert> = match input.get("alerts").and_then(|v| v.as_array()) {
+        Some(list) => list.iter().map(alert).collect(),
+        None => vec![alert(input)],
+    };
+    types::Notification {
+        group_key: text(input, "group_key"),
+        status: if alerts
+            .iter()
+            .any(|a| matches!(a.status, types::AlertStatus::Firing))
+        {
+            types::AlertStatus::Firing
+        } else {
+            types::AlertStatus::Resolved
+        },
+        receiver: text(input, "receiver"),
+        group_labels: pairs(input.get("group_labels")),
+        common_labels: pairs(input.get("common_labels")),
+        common_annotations: pairs(input.get("common_annotations")),
+        external_url: text(input, "external_url"),
+        alerts,
+        truncated_alerts: 0,
+    }
+}
+
 async fn run_once(args: RunArgs) -> Result<(), String> {
     let manifest = read_manifest(args.manifest.as_deref())?;
     let input: serde_json::Value = serde_json::from_str(
@@ -297,34 +346,17 @@ async fn run_once(args: RunArgs) -> Result<(), String> {
             }
         }
         PluginKind::Notifier => {
-            let n = types::AlertNotification {
-                id: text(&input, "id"),
-                rule: text(&input, "rule"),
-                status: if text(&input, "status") == "resolved" {
-                    types::AlertStatus::Resolved
-                } else {
-                    types::AlertStatus::Firing
-                },
-                severity: text(&input, "severity"),
-                summary: text(&input, "summary"),
-                description: text(&input, "description"),
-                labels: pairs(input.get("labels")),
-                annotations: pairs(input.get("annotations")),
-                starts_at: input
-                    .get("starts_at")
-                    .and_then(|v| v.as_i64())
-                    .unwrap_or_default(),
-                ends_at: input.get("ends_at").and_then(|v| v.as_i64()),
-                value: input.get("value").and_then(|v| v.as_f64()),
-                url: input
-                    .get("url")
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string),
-            };
-            match plugin.notify(&n).await.map_err(|e| e.to_string())? {
+            let n = input_notification(&input);
+            // A notifier without `[config]` loads as a channel template,
+            // unconfigured; configure a copy as a channel would.
+            let configured = plugin.with_config(plugin.manifest.config.clone()).await?;
+            let outcome = configured.notify(&n).await.map_err(|e| e.to_string())?;
+            let mut answer = match outcome.result {
                 Ok(r) => serde_json::json!({"receipt": {"id": r.id, "detail": r.detail}}),
                 Err(e) => delivery_error(e),
-            }
+            };
+            answer["response_status"] = serde_json::json!(outcome.response_status);
+            answer
         }
         PluginKind::DebugFields => {
             let e = types::ExecutionRecord {

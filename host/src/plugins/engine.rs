@@ -161,6 +161,8 @@ fn engine_tier(
         .map_err(|e| EngineError(format!("linking wasi:http: {e:#}")))?;
     bindings::host::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)
         .map_err(|e| EngineError(format!("linking vigil:plugin/host: {e:#}")))?;
+    bindings::v0_1_0::host::add_to_linker::<_, HasSelf<PluginState>>(&mut linker, |s| s)
+        .map_err(|e| EngineError(format!("linking vigil:plugin/host@0.1.0: {e:#}")))?;
     Ok(EngineTier { engine, linker })
 }
 

@@ -13,9 +13,10 @@ pub mod plugin;
 pub mod registry;
 pub mod sandbox;
 mod scaffold;
+pub mod versions;
 
 pub use engine::{PluginEngine, Tier};
-pub use plugin::{CallError, Plugin, PluginCondition, PluginKind};
+pub use plugin::{CallError, Notified, Plugin, PluginCondition, PluginKind};
 pub use registry::{PluginRegistry, ReloadOutcome, ServingHook};
 
 /// Hex SHA-256 of a file's bytes.

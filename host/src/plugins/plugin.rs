@@ -14,7 +14,7 @@ use serde::Serialize;
 use wasmtime::component::Component;
 use wasmtime::{Store, UpdateDeadline};
 
-use super::bindings::{debug_fields, notifier, publisher, types};
+use super::bindings::{debug_fields, notifier, publisher, types, v0_1_0};
 use super::engine::{Compiled, PluginEngine, Tier};
 use super::manifest::{check_config, PluginManifest};
 use super::sandbox::{PluginState, SandboxCounters};
@@ -69,15 +69,19 @@ pub enum CallError {
     WrongKind(String, &'static str, &'static str),
 }
 
+#[derive(Clone)]
 enum Pre {
     Publisher(publisher::PublisherPre<PluginState>),
     Notifier(notifier::NotifierPre<PluginState>),
+    /// A notifier built against `vigil:plugin@0.1.0` (one alert per call).
+    NotifierV0_1(v0_1_0::notifier::NotifierPre<PluginState>),
     DebugFields(debug_fields::DebugFieldsPre<PluginState>),
 }
 
 enum Live {
     Publisher(publisher::Publisher),
     Notifier(notifier::Notifier),
+    NotifierV0_1(v0_1_0::notifier::Notifier),
     DebugFields(debug_fields::DebugFields),
 }
 
@@ -188,15 +192,18 @@ pub fn import_names(engine: &wasmtime::Engine, component: &Component) -> Vec<Str
         .collect()
 }
 
-fn world_version(imports: &[String]) -> String {
-    imports
-        .iter()
-        .find_map(|i| {
-            i.strip_prefix("vigil:plugin/")
-                .and_then(|r| r.split_once('@'))
-                .map(|(_, v)| v.to_string())
-        })
-        .unwrap_or_else(|| "0.1.0".to_string())
+/// The current version of the `vigil:plugin` package (`wit/plugin.wit`).
+pub const WORLD_VERSION: &str = "0.2.0";
+
+/// The `vigil:plugin` version a component was built against, from its
+/// imports (a plugin that imports nothing of `vigil:plugin` says nothing:
+/// its exports decide, see [`Plugin::load`]).
+fn world_version(imports: &[String]) -> Option<String> {
+    imports.iter().find_map(|i| {
+        i.strip_prefix("vigil:plugin/")
+            .and_then(|r| r.split_once('@'))
+            .map(|(_, v)| v.to_string())
+    })
 }
 
 fn fault_message(e: &wasmtime::Error) -> String {
@@ -261,10 +268,19 @@ impl Plugin {
                 publisher::PublisherPre::new(instance_pre)
                     .map_err(|e| format!("does not match the publisher world: {e:#}"))?,
             ),
-            PluginKind::Notifier => Pre::Notifier(
-                notifier::NotifierPre::new(instance_pre)
-                    .map_err(|e| format!("does not match the notifier world: {e:#}"))?,
-            ),
+            // A notifier of either version: the exports say which (0.1.0's
+            // `notify` takes one alert, 0.2.0's a group).
+            PluginKind::Notifier => match notifier::NotifierPre::new(instance_pre.clone()) {
+                Ok(pre) => Pre::Notifier(pre),
+                Err(current) => match v0_1_0::notifier::NotifierPre::new(instance_pre) {
+                    Ok(pre) => Pre::NotifierV0_1(pre),
+                    Err(_) => {
+                        return Err(format!(
+                            "does not match the notifier world (0.2.0 or 0.1.0): {current:#}"
+                        ))
+                    }
+                },
+            },
             PluginKind::DebugFields => Pre::DebugFields(
                 debug_fields::DebugFieldsPre::new(instance_pre)
                     .map_err(|e| format!("does not match the debug-fields world: {e:#}"))?,
@@ -280,7 +296,12 @@ impl Plugin {
                 config_schema: "{}".into(),
             },
             sha256,
-            world_version: world_version(&imports),
+            world_version: match (&pre, world_version(&imports)) {
+                (Pre::NotifierV0_1(_), _) => "0.1.0".to_string(),
+                (Pre::Notifier(_), _) => WORLD_VERSION.to_string(),
+                (_, Some(v)) => v,
+                (_, None) => WORLD_VERSION.to_string(),
+            },
             imports,
             file,
             manifest,
@@ -312,7 +333,10 @@ impl Plugin {
             ));
         }
         plugin.description = info.description;
-        if configure {
+        // A notifier without `[config]` is a template: notification channels
+        // configure their own copies of it (`Plugin::with_config`).
+        let template = kind == PluginKind::Notifier && plugin.manifest.config.is_empty();
+        if configure && !template {
             if let Err(errors) = check_config(
                 &plugin.description.config_schema,
                 &plugin.manifest.config_json(),
@@ -323,6 +347,52 @@ impl Plugin {
         }
         *plugin.instance.get_mut() = Some(instance);
         Ok(plugin)
+    }
+
+    /// A copy of this plugin configured with `config` instead of its
+    /// manifest's `[config]` (a notification channel's settings): the same
+    /// compiled component, capabilities (`allowed_hosts`, memory, time) and
+    /// schema; its own instance and counters. The config is checked against
+    /// the plugin's schema first.
+    pub async fn with_config(
+        &self,
+        config: std::collections::BTreeMap<String, super::manifest::ConfigValue>,
+    ) -> Result<Plugin, String> {
+        let manifest = PluginManifest {
+            capabilities: self.manifest.capabilities.clone(),
+            config,
+        };
+        if let Err(errors) = check_config(&self.description.config_schema, &manifest.config_json())
+        {
+            return Err(format!("invalid configuration: {}", errors.join("; ")));
+        }
+        let mut copy = Plugin {
+            name: self.name.clone(),
+            kind: self.kind,
+            description: self.description.clone(),
+            sha256: self.sha256.clone(),
+            world_version: self.world_version.clone(),
+            imports: self.imports.clone(),
+            file: self.file.clone(),
+            manifest,
+            loaded_at_ms: chrono::Utc::now().timestamp_millis(),
+            cache_hit: self.cache_hit,
+            tier: self.tier,
+            stats: Arc::default(),
+            engine: self.engine.clone(),
+            pre: self.pre.clone(),
+            instance: tokio::sync::Mutex::new(None),
+            health: parking_lot::Mutex::new(Health {
+                condition: PluginCondition::Loaded,
+                last_error: None,
+                consecutive_failures: 0,
+                retry_at: None,
+            }),
+        };
+        let mut instance = copy.instantiate().await?;
+        copy.configure(&mut instance).await?;
+        *copy.instance.get_mut() = Some(instance);
+        Ok(copy)
     }
 
     fn call_timeout(&self) -> Duration {
@@ -347,6 +417,10 @@ impl Plugin {
         let live = match &self.pre {
             Pre::Publisher(p) => p.instantiate_async(&mut store).await.map(Live::Publisher),
             Pre::Notifier(p) => p.instantiate_async(&mut store).await.map(Live::Notifier),
+            Pre::NotifierV0_1(p) => p
+                .instantiate_async(&mut store)
+                .await
+                .map(Live::NotifierV0_1),
             Pre::DebugFields(p) => p.instantiate_async(&mut store).await.map(Live::DebugFields),
         }
         .map_err(|e| format!("instantiation failed: {}", fault_message(&e)))?;
@@ -564,11 +638,10 @@ impl Plugin {
         }
     }
 
-    /// Hands a notification to a notifier.
-    pub async fn notify(
-        &self,
-        notification: &types::AlertNotification,
-    ) -> Result<Result<types::Receipt, types::DeliveryError>, CallError> {
+    /// Hands a notification (a group of alerts) to a notifier; a 0.1.0
+    /// notifier gets its alerts one by one. The outcome carries the status of
+    /// the last HTTP response the plugin received, as the host saw it.
+    pub async fn notify(&self, notification: &types::Notification) -> Result<Notified, CallError> {
         if self.kind != PluginKind::Notifier {
             return Err(CallError::WrongKind(
                 self.name.clone(),
@@ -577,7 +650,14 @@ impl Plugin {
             ));
         }
         match self.call(Op::Notify(notification)).await? {
-            Answer::Notified(r) => Ok(r),
+            Answer::Notified(mut n) => {
+                match &mut n.result {
+                    Ok(r) => clip_string(&mut r.detail),
+                    Err(types::DeliveryError::Permanent(m)) => clip_string(m),
+                    Err(types::DeliveryError::Retryable(r)) => clip_string(&mut r.message),
+                }
+                Ok(n)
+            }
             _ => Err(CallError::Fault(
                 self.name.clone(),
                 "notify answered out of turn".into(),
@@ -698,13 +778,21 @@ fn check_answer(op: Op<'_>, answer: &Answer) -> Result<(), String> {
     Ok(())
 }
 
+/// What a notifier answered, and what its receiver answered it.
+#[derive(Clone, Debug)]
+pub struct Notified {
+    pub result: Result<types::Receipt, types::DeliveryError>,
+    /// Status of the last HTTP response the plugin received during the call.
+    pub response_status: Option<u16>,
+}
+
 /// One call into a plugin's exports.
 #[derive(Clone, Copy)]
 enum Op<'b> {
     Describe,
     Configure(&'b [types::ConfigEntry]),
     Publish(&'b types::Batch),
-    Notify(&'b types::AlertNotification),
+    Notify(&'b types::Notification),
     Fields(&'b types::ExecutionRecord),
     Backends,
 }
@@ -714,7 +802,7 @@ enum Answer {
     Described(Described),
     Configured(Result<(), String>),
     Published(Result<types::PublishReport, types::DeliveryError>),
-    Notified(Result<types::Receipt, types::DeliveryError>),
+    Notified(Notified),
     Fields(Result<Vec<types::DebugField>, String>),
     Backends(Vec<String>),
 }
@@ -729,13 +817,50 @@ async fn run(inst: &mut Instance, op: Op<'_>) -> wasmtime::Result<Answer> {
         (Op::Configure(entries), Live::Notifier(p)) => {
             Answer::Configured(p.call_configure(store, entries).await?)
         }
+        (Op::Configure(entries), Live::NotifierV0_1(p)) => {
+            let entries: Vec<v0_1_0::types::ConfigEntry> = entries
+                .iter()
+                .map(super::versions::config_entry_v0_1)
+                .collect();
+            Answer::Configured(p.call_configure(store, &entries).await?)
+        }
         (Op::Configure(entries), Live::DebugFields(p)) => {
             Answer::Configured(p.call_configure(store, entries).await?)
         }
         (Op::Publish(batch), Live::Publisher(p)) => {
             Answer::Published(p.call_publish(store, batch).await?)
         }
-        (Op::Notify(n), Live::Notifier(p)) => Answer::Notified(p.call_notify(store, n).await?),
+        (Op::Notify(n), Live::Notifier(p)) => {
+            store.data().reset_response_status();
+            let result = p.call_notify(&mut *store, n).await?;
+            Answer::Notified(Notified {
+                result,
+                response_status: store.data().response_status(),
+            })
+        }
+        (Op::Notify(n), Live::NotifierV0_1(p)) => {
+            // One call per alert; the first failure fails the notification
+            // (it is retried whole: deliveries are at-least-once).
+            store.data().reset_response_status();
+            let mut receipts = Vec::with_capacity(n.alerts.len());
+            let mut failed = None;
+            for alert in super::versions::alerts_v0_1(n) {
+                match p.call_notify(&mut *store, &alert).await? {
+                    Ok(r) => receipts.push(super::versions::receipt_from_v0_1(r)),
+                    Err(e) => {
+                        failed = Some(super::versions::delivery_error_from_v0_1(e));
+                        break;
+                    }
+                }
+            }
+            Answer::Notified(Notified {
+                result: match failed {
+                    Some(e) => Err(e),
+                    None => Ok(super::versions::join_receipts(receipts)),
+                },
+                response_status: store.data().response_status(),
+            })
+        }
         (Op::Fields(e), Live::DebugFields(p)) => Answer::Fields(p.call_fields(store, e).await?),
         (Op::Backends, Live::DebugFields(p)) => Answer::Backends(p.call_backends(store).await?),
         _ => {
@@ -755,6 +880,9 @@ async fn describe(inst: &mut Instance) -> wasmtime::Result<Described> {
     let info = match &inst.live {
         Live::Publisher(p) => p.call_describe(&mut inst.store).await?,
         Live::Notifier(p) => p.call_describe(&mut inst.store).await?,
+        Live::NotifierV0_1(p) => {
+            super::versions::plugin_info_from_v0_1(p.call_describe(&mut inst.store).await?)
+        }
         Live::DebugFields(p) => p.call_describe(&mut inst.store).await?,
     };
     let kind = match info.kind {

@@ -5,7 +5,7 @@
 //! memory is capped by `StoreLimits`; each call has a deadline enforced by
 //! epoch interruption.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +14,7 @@ use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
 
-use super::bindings::host;
+use super::bindings::{host, v0_1_0};
 use super::manifest::{AllowedHost, Capabilities};
 
 /// Counters a sandbox reports into (shared by every instance of a plugin).
@@ -29,6 +29,9 @@ pub struct OutboundPolicy {
     plugin: Arc<str>,
     allowed: Vec<AllowedHost>,
     counters: Arc<SandboxCounters>,
+    /// Status of the last response the plugin received (0: none yet); what a
+    /// notification's receiver answered, as the host saw it.
+    last_status: Arc<AtomicU16>,
 }
 
 impl OutboundPolicy {
@@ -78,9 +81,11 @@ impl WasiHttpHooks for OutboundPolicy {
         self.counters
             .allowed_requests
             .fetch_add(1, Ordering::Relaxed);
+        let last_status = self.last_status.clone();
         Box::new(async move {
             use http_body_util::BodyExt;
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            last_status.store(response.status().as_u16(), Ordering::Relaxed);
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io)
@@ -204,6 +209,7 @@ impl PluginState {
                 plugin: plugin.clone(),
                 allowed: caps.allowed_hosts.clone(),
                 counters,
+                last_status: Arc::new(AtomicU16::new(0)),
             },
             plugin,
             wasi: builder.build(),
@@ -212,6 +218,21 @@ impl PluginState {
             cap,
             deadline: None,
             last_error_log: None,
+        }
+    }
+}
+
+impl PluginState {
+    /// Forgets the last response status (before a call).
+    pub fn reset_response_status(&self) {
+        self.policy.last_status.store(0, Ordering::Relaxed);
+    }
+
+    /// Status of the last HTTP response the plugin received since the reset.
+    pub fn response_status(&self) -> Option<u16> {
+        match self.policy.last_status.load(Ordering::Relaxed) {
+            0 => None,
+            s => Some(s),
         }
     }
 }
@@ -247,6 +268,20 @@ fn clip(s: &str) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+impl v0_1_0::host::Host for PluginState {
+    fn log(&mut self, level: v0_1_0::host::Level, message: String, fields: Vec<(String, String)>) {
+        use v0_1_0::host::Level as Old;
+        let level = match level {
+            Old::Trace => host::Level::Trace,
+            Old::Debug => host::Level::Debug,
+            Old::Info => host::Level::Info,
+            Old::Warn => host::Level::Warn,
+            Old::Error => host::Level::Error,
+        };
+        host::Host::log(self, level, message, fields);
+    }
 }
 
 impl host::Host for PluginState {

@@ -81,7 +81,7 @@ vigil_plugin::export_publisher!({ty});
 "#
         ),
         NewKind::Notifier => format!(
-            r#"//! A Vigil notifier: delivers alert notifications to a channel.
+            r#"//! A Vigil notifier: delivers notifications (groups of alerts) to a channel.
 
 use vigil_plugin::notifier::{{Config, Notification, Notifier, NotifyError, Receipt}};
 
@@ -97,8 +97,13 @@ impl Notifier for {ty} {{
     }}
 
     fn notify(&mut self, notification: &Notification) -> Result<Receipt, NotifyError> {{
-        vigil_plugin::info!("alert", channel = self.channel, rule = notification.rule);
-        Ok(Receipt::new("logged").with_id(notification.id.clone()))
+        vigil_plugin::info!(
+            "notification",
+            channel = self.channel,
+            group = notification.group_key,
+            alerts = notification.alerts.len()
+        );
+        Ok(Receipt::new("logged").with_id(notification.group_key.clone()))
     }}
 }}
 

@@ -3,6 +3,7 @@
 //! `migrations/`), the append-only samples log, series, components and
 //! retention deletes. Does not know HTTP, validation or exposition.
 
+pub(crate) mod alerts;
 mod executions;
 mod log_stats;
 mod postgres;
@@ -14,6 +15,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub use alerts::{AlertStore, ChannelRow, DeliveryQuery, DeliveryRow};
 pub use executions::{ExecutionQuery, ExecutionRow, ExecutionStore, ExecutionUpdate, StateCount};
 pub use log_stats::LogStats;
 pub use postgres::PostgresStore;
@@ -415,7 +417,7 @@ pub struct DeadLetter {
 
 /// The storage operations Vigil needs; implemented for SQLite and PostgreSQL.
 #[async_trait]
-pub trait Store: ExecutionStore + LogStats + Send + Sync + 'static {
+pub trait Store: ExecutionStore + AlertStore + LogStats + Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// A cheap round trip, for readiness.

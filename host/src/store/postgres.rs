@@ -17,6 +17,8 @@ use crate::events::StoredEvent;
 
 mod executions;
 
+super::alerts::alert_store!(PostgresStore);
+
 /// Advisory lock (bigint key, transaction scope) held while a transaction
 /// takes sequence numbers for the log: samples and events then commit in
 /// sequence order, even with several replicas, so a reader that has seen

@@ -20,6 +20,8 @@ use crate::events::StoredEvent;
 
 mod executions;
 
+super::alerts::alert_store!(SqliteStore);
+
 /// SQLite serves one process: every lease is granted and stays held.
 struct LocalLease;
 

@@ -22,6 +22,12 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabels {
+    channel: String,
+    outcome: String,
+}
+
 /// The host's own metrics.
 pub struct SelfMetrics {
     registry: Registry,
@@ -33,6 +39,7 @@ pub struct SelfMetrics {
     live_series: Gauge<i64, std::sync::atomic::AtomicI64>,
     components_alive: Gauge<i64, std::sync::atomic::AtomicI64>,
     up_since: Gauge<f64, AtomicU64>,
+    notifications: Family<NotificationLabels, Counter>,
 }
 
 impl Default for SelfMetrics {
@@ -98,7 +105,14 @@ impl SelfMetrics {
             Unit::Seconds,
             up_since.clone(),
         );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "alert_notifications",
+            "Notification attempts by channel and outcome (sent, retrying, failed)",
+            notifications.clone(),
+        );
         SelfMetrics {
+            notifications,
             registry,
             requests,
             request_duration,
@@ -124,6 +138,16 @@ impl SelfMetrics {
                 route: route.to_string(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one notification attempt through `channel` that came to `outcome`.
+    pub fn count_notification(&self, channel: &str, outcome: &str) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                channel: channel.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     pub fn observe_store_write(&self, elapsed: Duration) {

@@ -17,7 +17,7 @@ pub mod imports {
             package vigil:plugin-sdk;
 
             world imports {
-                import vigil:plugin/host@0.1.0;
+                import vigil:plugin/host@0.2.0;
                 import wasi:http/outgoing-handler@0.2.12;
             }
         ",
@@ -32,7 +32,7 @@ pub mod publisher {
         path: "../../wit",
         world: "vigil:plugin/publisher",
         with: {
-            "vigil:plugin/host@0.1.0": crate::bindings::imports::vigil::plugin::host,
+            "vigil:plugin/host@0.2.0": crate::bindings::imports::vigil::plugin::host,
             "wasi:http/outgoing-handler@0.2.12": crate::bindings::imports::wasi::http::outgoing_handler,
             "wasi:http/types@0.2.12": crate::bindings::imports::wasi::http::types,
             "wasi:io/streams@0.2.12": crate::bindings::imports::wasi::io::streams,
@@ -52,8 +52,8 @@ pub mod notifier {
         path: "../../wit",
         world: "vigil:plugin/notifier",
         with: {
-            "vigil:plugin/types@0.1.0": crate::bindings::publisher::vigil::plugin::types,
-            "vigil:plugin/host@0.1.0": crate::bindings::imports::vigil::plugin::host,
+            "vigil:plugin/types@0.2.0": crate::bindings::publisher::vigil::plugin::types,
+            "vigil:plugin/host@0.2.0": crate::bindings::imports::vigil::plugin::host,
             "wasi:http/outgoing-handler@0.2.12": crate::bindings::imports::wasi::http::outgoing_handler,
             "wasi:http/types@0.2.12": crate::bindings::imports::wasi::http::types,
             "wasi:io/streams@0.2.12": crate::bindings::imports::wasi::io::streams,
@@ -73,8 +73,8 @@ pub mod debug_fields {
         path: "../../wit",
         world: "vigil:plugin/debug-fields",
         with: {
-            "vigil:plugin/types@0.1.0": crate::bindings::publisher::vigil::plugin::types,
-            "vigil:plugin/host@0.1.0": crate::bindings::imports::vigil::plugin::host,
+            "vigil:plugin/types@0.2.0": crate::bindings::publisher::vigil::plugin::types,
+            "vigil:plugin/host@0.2.0": crate::bindings::imports::vigil::plugin::host,
         },
         generate_all,
         pub_export_macro: true,
