@@ -36,6 +36,7 @@ pub use exposition::*;
 pub use plugin_dir::*;
 pub use prometheus::{PrometheusOptions, PrometheusServer};
 pub use proxy::*;
+pub use receivers::elasticsearch::{ElasticsearchReceiver, StoredDoc};
 pub use receivers::webhook::{ReceivedRequest, Reply, WebhookReceiver};
 pub use reports::*;
 pub use server::*;

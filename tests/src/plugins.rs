@@ -18,6 +18,8 @@ pub const PLUGIN_TARGET: &str = "wasm32-wasip2";
 ///
 /// - `noop-publisher`: accepts everything after reading every sample (benchmarks).
 /// - `webhook-publisher`: POSTs batches as JSON to config `url`.
+/// - `elasticsearch`: `_bulk` creates with ids from seqs to config `hosts`
+///   (strict receiver: [`crate::ElasticsearchReceiver`]).
 /// - `dim`: debug-fields world, backend `dim`: `dim_session_status_url`,
 ///   `dim_graph_status_url` (table in `plugins/dim/tests/cases.json`).
 /// - `slurm`: debug-fields world, backend `slurm`: `slurm_session_dir`,
@@ -46,6 +48,7 @@ pub fn all_plugin_names() -> &'static [&'static str] {
     &[
         "noop-publisher",
         "webhook-publisher",
+        "elasticsearch",
         "big-alloc",
         "dim",
         "slurm",

@@ -616,7 +616,8 @@ mod tests {
             "auth":{"type":"object","additionalProperties":false,"required":["user"],
                     "properties":{"user":{"type":"string","minLength":1}}},
             "timeout_ms":{"type":["integer","string"]}}}"#;
-        let ok = serde_json::json!({"hosts":["http://a:9200"],"auth":{"user":"u"},"timeout_ms":"5"});
+        let ok =
+            serde_json::json!({"hosts":["http://a:9200"],"auth":{"user":"u"},"timeout_ms":"5"});
         assert!(check_config(schema, &ok).is_ok());
         let errors = check_config(
             schema,
@@ -634,7 +635,8 @@ mod tests {
             assert!(errors.iter().any(|e| e == needle), "{needle}: {errors:?}");
         }
         assert_eq!(errors.len(), 5, "{errors:?}");
-        let errors = check_config(schema, &serde_json::json!({"hosts":[], "auth":"x"})).unwrap_err();
+        let errors =
+            check_config(schema, &serde_json::json!({"hosts":[], "auth":"x"})).unwrap_err();
         assert!(errors.contains(&"config.hosts: must have at least 1 entries".to_string()));
         assert!(errors.contains(&"config.auth: expected object".to_string()));
     }

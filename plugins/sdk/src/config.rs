@@ -196,7 +196,10 @@ mod tests {
         ]);
         assert_eq!(
             config.list("hosts"),
-            Ok(vec!["http://a:9200".to_string(), "http://b:9200".to_string()])
+            Ok(vec![
+                "http://a:9200".to_string(),
+                "http://b:9200".to_string()
+            ])
         );
         assert_eq!(config.list("one"), Ok(vec!["http://c:9200".to_string()]));
         assert_eq!(config.list("absent"), Ok(Vec::new()));

@@ -2,4 +2,5 @@
 //! checks the real wire format strictly and can answer with the service's real
 //! errors.
 
+pub mod elasticsearch;
 pub mod webhook;
