@@ -20,6 +20,8 @@ pub const PLUGIN_TARGET: &str = "wasm32-wasip2";
 /// - `webhook-publisher`: POSTs batches as JSON to config `url`.
 /// - `elasticsearch`: `_bulk` creates with ids from seqs to config `hosts`
 ///   (strict receiver: [`crate::ElasticsearchReceiver`]).
+/// - `grafana-cloud`: Prometheus remote-write 1.0 of counters and gauges to
+///   config `endpoint` (tested against a real Prometheus).
 /// - `dim`: debug-fields world, backend `dim`: `dim_session_status_url`,
 ///   `dim_graph_status_url` (table in `plugins/dim/tests/cases.json`).
 /// - `slurm`: debug-fields world, backend `slurm`: `slurm_session_dir`,
@@ -49,6 +51,7 @@ pub fn all_plugin_names() -> &'static [&'static str] {
         "noop-publisher",
         "webhook-publisher",
         "elasticsearch",
+        "grafana-cloud",
         "big-alloc",
         "dim",
         "slurm",

@@ -115,7 +115,7 @@ pub(crate) fn sample(out: &mut Vec<u8>, mode: &Mode, s: &Sample<'_>) -> Encoded 
     }
     out.extend_from_slice(b"},\"component\":");
     string(out, s.component());
-    let _ = write!(out, ",\"seq\":{}}}\n", s.seq());
+    let _ = writeln!(out, ",\"seq\":{}}}", s.seq());
     Encoded { seq: s.seq(), id }
 }
 
