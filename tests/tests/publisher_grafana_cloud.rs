@@ -236,3 +236,107 @@ async fn refused_credentials_are_permanent_and_named() {
         "protobuf carries the name"
     );
 }
+
+async fn post_events(server: &TestServer, events: &Value) -> Vec<i64> {
+    let (status, body) = status_json(server.post_json("/api/v2/events", events).await).await;
+    assert_eq!(status, 200, "{body:#}");
+    body["seqs"]
+        .as_array()
+        .expect("seqs")
+        .iter()
+        .map(|s| s.as_i64().expect("stored"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_loki_in_time_order_once_each_and_refused_entries_are_dead_letters() {
+    let metrics = WebhookReceiver::start().await;
+    let loki = LokiReceiver::start().await;
+    loki.fail_next(&[503, 429]);
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    dir.install_with_manifest(
+        "gc",
+        "grafana-cloud",
+        &format!(
+            "[capabilities]\nallowed_hosts = [\"{}\", \"{}\"]\n[config]\nendpoint = \"{}\"\nloki_endpoint = \"{}\"\n",
+            metrics.origin(),
+            loki.origin(),
+            metrics.url("/api/v1/write"),
+            loki.push_url()
+        ),
+    );
+    let server = TestServer::builder(&db)
+        .plugin_dir(dir.path())
+        .start()
+        .await;
+    server
+        .wait_publisher("gc", WAIT, "cursor opened", |p| p["cursor_seq"] == 0)
+        .await;
+    let t = 1_700_000_000.0;
+    let first = post_events(
+        &server,
+        &json!([
+            {"event_type": "TaskCreated", "session_id": "s1", "task_id": "t2", "backend": "dim", "event_time": t + 2.0},
+            {"event_type": "TaskCreated", "session_id": "s1", "task_id": "t1", "backend": "dim", "event_time": t + 1.0},
+        ]),
+    )
+    .await;
+    let p = server
+        .wait_publisher("gc", WAIT, "lag 0", |p| p["lag"] == 0)
+        .await;
+    assert_eq!(p["delivered"], 2, "{p:#}");
+    // An older entry for the same stream, beside one of another stream.
+    let second = post_events(
+        &server,
+        &json!([
+            {"event_type": "TaskCreated", "session_id": "s1", "task_id": "t0", "backend": "dim", "event_time": t},
+            {"event_type": "TaskFailed", "session_id": "s1", "task_id": "t3", "backend": "dim", "event_time": t},
+        ]),
+    )
+    .await;
+    let p = server
+        .wait_publisher("gc", WAIT, "lag 0", |p| p["lag"] == 0)
+        .await;
+    assert_eq!(p["dead_lettered"], 1, "{p:#}");
+    assert_eq!(p["delivered"], 3, "{p:#}");
+    assert_eq!(loki.violations(), Vec::<String>::new());
+    assert!(loki.pushes() >= 5, "{}", loki.pushes());
+
+    let (_, page) = status_json(server.get("/api/v2/publishers/gc/dead-letters").await).await;
+    let letters = page["dead_letters"].as_array().expect("dead_letters");
+    assert_eq!(letters.len(), 1, "{page:#}");
+    assert_eq!(letters[0]["seq"], second[0], "{page:#}");
+    let reason = letters[0]["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("400") && reason.contains("entry out of order"),
+        "{reason}"
+    );
+
+    let streams = loki.streams();
+    let created = &streams["{backend=\"dim\", event_type=\"TaskCreated\", service=\"vigil\"}"];
+    let ns: Vec<i128> = created.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        ns,
+        vec![1_700_000_001_000_000_000, 1_700_000_002_000_000_000],
+        "{streams:?}"
+    );
+    let lines = loki.lines();
+    let mut seqs: Vec<i64> = lines
+        .iter()
+        .map(|(_, l)| l["seq"].as_i64().expect("seq"))
+        .collect();
+    seqs.sort_unstable();
+    let mut expected = vec![first[0], first[1], second[1]];
+    expected.sort_unstable();
+    assert_eq!(seqs, expected, "each event once");
+    let (_, line) = lines
+        .iter()
+        .find(|(_, l)| l["seq"] == first[1])
+        .expect("line");
+    assert_eq!(line["event_type"], "TaskCreated");
+    assert_eq!(line["attributes"]["task_id"], "t1");
+    assert_eq!(line["timestamp_ms"], 1_700_000_001_000i64);
+    // No samples were reported: nothing went to remote-write.
+    assert_eq!(metrics.count(), 0);
+}

@@ -7,7 +7,12 @@
 //! request until it has found the refused samples, which become dead letters
 //! with the receiver's message, and delivers the rest. Re-sending samples
 //! already stored (a retry, a crash) is accepted by these receivers.
+//!
+//! Events go to Loki when `loki_endpoint` is set ([`loki`]); Loki's `400`
+//! (entry out of order, too old) is narrowed down the same way, and
+//! entries sent twice are dropped by Loki as duplicates.
 
+mod loki;
 mod proto;
 mod series;
 
@@ -27,11 +32,19 @@ enum Auth {
     Bearer(String),
 }
 
-struct GrafanaCloud {
+/// One receiver: URL, credential, tenant.
+struct Target {
     endpoint: String,
     auth: Auth,
     tenant: Option<String>,
+}
+
+struct GrafanaCloud {
+    metrics: Target,
+    loki: Option<Target>,
     counter_names: CounterNames,
+    /// The `service` stream label of Loki entries.
+    service: String,
     max_samples: usize,
     timeout: Duration,
 }
@@ -43,7 +56,7 @@ enum Sent {
     Refused(String),
 }
 
-impl GrafanaCloud {
+impl Target {
     fn credential(&self) -> &'static str {
         match self.auth {
             Auth::None => {
@@ -54,21 +67,24 @@ impl GrafanaCloud {
         }
     }
 
-    fn send(&self, labels: &[LabelSet], units: &[Unit]) -> Result<Sent, PublishError> {
-        let raw = proto::write_request(&series::series_of(labels, units));
-        let body = snap::raw::Encoder::new()
-            .compress_vec(&raw)
-            .map_err(|e| PublishError::permanent(format!("snappy: {e}")))?;
+    fn post(
+        &self,
+        timeout: Duration,
+        content_type: &str,
+        extra: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<Sent, PublishError> {
         let mut request = http::post(&self.endpoint)
-            .timeout(self.timeout)
-            .header("content-type", "application/x-protobuf")
-            .header("content-encoding", "snappy")
-            .header("x-prometheus-remote-write-version", "0.1.0")
+            .timeout(timeout)
+            .header("content-type", content_type)
             .header(
                 "user-agent",
                 concat!("vigil-grafana-cloud/", env!("CARGO_PKG_VERSION")),
             )
             .body(body);
+        for (k, v) in extra {
+            request = request.header(k, v);
+        }
         request = match &self.auth {
             Auth::None => request,
             Auth::Basic { user, key } => request.basic_auth(user, key),
@@ -120,54 +136,92 @@ impl GrafanaCloud {
             ))),
         }
     }
+}
 
-    /// Sends `units`; on a refusal halves them, in order, until each refused
-    /// sample is alone (then rejected with the receiver's message).
-    fn narrow(
-        &self,
-        labels: &[LabelSet],
-        units: &[Unit],
-        report: &mut PublishReport,
-    ) -> Result<(), PublishError> {
-        if units.is_empty() {
-            return Ok(());
+/// Sends `items` with `send`; on a refusal halves them, in order, until each
+/// refused item is alone (then rejected with the receiver's message).
+fn narrow<T>(
+    items: &[T],
+    seq: fn(&T) -> u64,
+    send: &dyn Fn(&[T]) -> Result<Sent, PublishError>,
+    report: &mut PublishReport,
+) -> Result<(), PublishError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    match send(items)? {
+        Sent::Accepted => Ok(()),
+        Sent::Refused(message) if items.len() == 1 => {
+            report.reject(seq(&items[0]), message);
+            Ok(())
         }
-        match self.send(labels, units)? {
-            Sent::Accepted => Ok(()),
-            Sent::Refused(message) if units.len() == 1 => {
-                report.reject(units[0].seq, message);
-                Ok(())
-            }
-            Sent::Refused(_) => {
-                let (left, right) = units.split_at(units.len() / 2);
-                self.narrow(labels, left, report)?;
-                self.narrow(labels, right, report)
-            }
+        Sent::Refused(_) => {
+            let (left, right) = items.split_at(items.len() / 2);
+            narrow(left, seq, send, report)?;
+            narrow(right, seq, send, report)
         }
+    }
+}
+
+impl GrafanaCloud {
+    fn write(&self, labels: &[LabelSet], units: &[Unit]) -> Result<Sent, PublishError> {
+        let raw = proto::write_request(&series::series_of(labels, units));
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&raw)
+            .map_err(|e| PublishError::permanent(format!("snappy: {e}")))?;
+        self.metrics.post(
+            self.timeout,
+            "application/x-protobuf",
+            &[
+                ("content-encoding", "snappy"),
+                ("x-prometheus-remote-write-version", "0.1.0"),
+            ],
+            body,
+        )
+    }
+}
+
+fn auth_of(user: Option<String>, key: Option<String>, user_key: &str) -> Result<Auth, String> {
+    Ok(match (user, key) {
+        (Some(user), Some(key)) => Auth::Basic { user, key },
+        (None, Some(key)) => Auth::Bearer(key),
+        (Some(_), None) => return Err(format!("config.api_key: required with config.{user_key}")),
+        (None, None) => Auth::None,
+    })
+}
+
+fn url_of(config: &Config, key: &str) -> Result<Option<String>, String> {
+    match config.get(key).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(u) if u.starts_with("http://") || u.starts_with("https://") => Ok(Some(u.to_string())),
+        Some(u) => Err(format!(
+            "config.{key}: {u:?} must be an http:// or https:// URL"
+        )),
     }
 }
 
 impl Publisher for GrafanaCloud {
     fn configure(config: &Config) -> Result<Self, String> {
-        let endpoint = config.require("endpoint")?;
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return Err(format!(
-                "config.endpoint: {endpoint:?} must be an http:// or https:// URL"
-            ));
-        }
-        let key = config
-            .get("api_key")
-            .filter(|k| !k.is_empty())
-            .map(str::to_string);
-        let user = config
-            .get("username")
-            .filter(|k| !k.is_empty())
-            .map(str::to_string);
-        let auth = match (user, key) {
-            (Some(user), Some(key)) => Auth::Basic { user, key },
-            (None, Some(key)) => Auth::Bearer(key),
-            (Some(_), None) => return Err("config.api_key: required with config.username".into()),
-            (None, None) => Auth::None,
+        let endpoint = url_of(config, "endpoint")?
+            .ok_or("missing required config key `endpoint` (the remote-write URL)")?;
+        let opt = |k: &str| config.get(k).filter(|v| !v.is_empty()).map(str::to_string);
+        let tenant = opt("tenant");
+        let metrics = Target {
+            endpoint,
+            auth: auth_of(opt("username"), opt("api_key"), "username")?,
+            tenant: tenant.clone(),
+        };
+        let loki = match url_of(config, "loki_endpoint")? {
+            None => None,
+            Some(endpoint) => Some(Target {
+                endpoint,
+                auth: auth_of(
+                    opt("loki_username").or(opt("username")),
+                    opt("api_key"),
+                    "loki_username",
+                )?,
+                tenant,
+            }),
         };
         let counter_names = match config.get("counter_names").unwrap_or("total") {
             "total" => CounterNames::Total,
@@ -189,16 +243,13 @@ impl Publisher for GrafanaCloud {
             vigil_plugin::info!(
                 "remote-write configured",
                 org_slug = org,
-                endpoint = endpoint
+                endpoint = metrics.endpoint
             );
         }
         Ok(GrafanaCloud {
-            endpoint,
-            auth,
-            tenant: config
-                .get("tenant")
-                .filter(|t| !t.is_empty())
-                .map(str::to_string),
+            metrics,
+            loki,
+            service: opt("service").unwrap_or_else(|| "vigil".to_string()),
             counter_names,
             max_samples,
             timeout: Duration::from_millis(timeout_ms),
@@ -211,13 +262,31 @@ impl Publisher for GrafanaCloud {
         for (seq, reason) in &grouped.unsupported {
             report.reject(*seq, reason.clone());
         }
+        let write = |units: &[Unit]| self.write(&grouped.labels, units);
         for chunk in grouped.units.chunks(self.max_samples) {
-            self.narrow(&grouped.labels, chunk, &mut report)?;
+            narrow(chunk, |u| u.seq, &write, &mut report)?;
+        }
+        let mut entries = 0;
+        if let Some(target) = &self.loki {
+            let streams = loki::group(batch, &self.service);
+            entries = streams.entries.len();
+            let push = |items: &[loki::Entry]| {
+                target.post(
+                    self.timeout,
+                    "application/json",
+                    &[],
+                    loki::push_body(&streams.labels, items),
+                )
+            };
+            for chunk in streams.entries.chunks(self.max_samples) {
+                narrow(chunk, |e| e.seq, &push, &mut report)?;
+            }
         }
         vigil_plugin::debug!(
             "batch remote-written",
             samples = grouped.units.len(),
             series = grouped.labels.len(),
+            entries = entries,
             rejected = report.rejected().len(),
         );
         Ok(report)
@@ -236,7 +305,11 @@ impl Publisher for GrafanaCloud {
                             "description": "Grafana Cloud access policy token (password with username, else a bearer token)."},
                 "username": {"type": "string", "description": "Grafana Cloud Prometheus instance id (basic auth user)."},
                 "org_slug": {"type": "string", "description": "Grafana Cloud organisation (shown in logs)."},
-                "tenant": {"type": "string", "minLength": 1, "description": "X-Scope-OrgID for self-hosted Mimir/Cortex."},
+                "tenant": {"type": "string", "minLength": 1, "description": "X-Scope-OrgID for self-hosted Mimir/Cortex/Loki."},
+                "loki_endpoint": {"type": "string", "format": "uri",
+                                  "description": "Loki push URL (…/loki/api/v1/push); events are not sent without it."},
+                "loki_username": {"type": "string", "description": "Grafana Cloud Loki instance id (default: username)."},
+                "service": {"type": "string", "minLength": 1, "default": "vigil", "description": "Loki stream label `service`."},
                 "counter_names": {"type": "string", "enum": ["total", "reported"], "default": "total",
                                   "description": "As the host's --counter-names."},
                 "max_samples_per_request": {"type": "integer", "minimum": 1, "default": DEFAULT_MAX_SAMPLES},

@@ -69,3 +69,45 @@ fn series_are_named_as_the_export_and_ordered_by_time() {
     let reported = series::group(&batch, CounterNames::Reported);
     assert_eq!(reported.labels[1][0].1, "jobs");
 }
+
+#[test]
+fn events_become_loki_streams_in_time_order() {
+    let batch = BatchBuilder::new()
+        .event(
+            3,
+            2000,
+            "TaskDone",
+            "t1",
+            r#"{"backend":"dim","task_id":"t1"}"#,
+        )
+        .event(
+            4,
+            1000,
+            "TaskDone",
+            "t2",
+            r#"{"backend":"dim","task_id":"t2"}"#,
+        )
+        .event(5, 1500, "x.Custom", "s", "not json")
+        .build();
+    let s = loki::group(&batch, "vigil");
+    assert_eq!(s.labels.len(), 2);
+    assert_eq!(
+        s.labels[0],
+        vec![
+            ("backend".to_string(), "dim".to_string()),
+            ("event_type".to_string(), "TaskDone".to_string()),
+            ("service".to_string(), "vigil".to_string()),
+        ]
+    );
+    let order: Vec<u64> = s.entries.iter().map(|e| e.seq).collect();
+    assert_eq!(order, vec![4, 3, 5]);
+    let body: serde_json::Value =
+        serde_json::from_slice(&loki::push_body(&s.labels, &s.entries)).expect("json");
+    assert_eq!(body["streams"][0]["values"][0][0], "1000000000");
+    let line: serde_json::Value =
+        serde_json::from_str(body["streams"][0]["values"][0][1].as_str().expect("line"))
+            .expect("line json");
+    assert_eq!(line["attributes"]["task_id"], "t2");
+    assert_eq!(line["seq"], 4);
+    assert_eq!(body["streams"][1]["stream"]["event_type"], "x.Custom");
+}

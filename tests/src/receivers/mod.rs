@@ -3,4 +3,5 @@
 //! errors.
 
 pub mod elasticsearch;
+pub mod loki;
 pub mod webhook;
