@@ -340,3 +340,67 @@ async fn events_reach_loki_in_time_order_once_each_and_refused_entries_are_dead_
     // No samples were reported: nothing went to remote-write.
     assert_eq!(metrics.count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_outage_delays_samples_without_losing_any() {
+    let Some(prom) = PrometheusServer::start(PrometheusOptions {
+        remote_write_receiver: true,
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let mut proxy = TcpProxy::start(prom.addr()).await;
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    let origin = format!("http://{}", proxy.addr());
+    dir.install_with_manifest(
+        "rw",
+        "grafana-cloud",
+        &manifest(&format!("{origin}/api/v1/write"), &origin, ""),
+    );
+    let server = TestServer::builder(&db)
+        .plugin_dir(dir.path())
+        .start()
+        .await;
+    server
+        .wait_publisher("rw", WAIT, "cursor opened", |p| p["cursor_seq"] == 0)
+        .await;
+    proxy.stop().await;
+    let component = unique("outage");
+    let (t, s) = ago(15);
+    server
+        .report_ok(&report(
+            &component,
+            (0..30).map(|i| {
+                gauge("outage_value", i as f64)
+                    .label("i", &i.to_string())
+                    .at(&t)
+            }),
+        ))
+        .await;
+    let p = server
+        .wait_publisher("rw", WAIT, "a connection error", |p| {
+            p["last_error"].is_string()
+        })
+        .await;
+    assert_eq!(p["delivered"], 0, "{p:#}");
+    proxy.start_again().await;
+    let p = server
+        .wait_publisher("rw", WAIT, "lag 0", |p| p["lag"] == 0)
+        .await;
+    assert_eq!(p["delivered"], 30, "{p:#}");
+    assert_eq!(p["dead_lettered"], 0, "{p:#}");
+    let result = prom
+        .query(
+            &format!("outage_value{{component=\"{component}\"}}"),
+            Some(s),
+        )
+        .await;
+    assert_eq!(result.len(), 30, "{result:?}");
+    for r in &result {
+        let i = r["metric"]["i"].as_str().expect("i");
+        assert_eq!(r["value"][1].as_str(), Some(i), "{r}");
+    }
+}
