@@ -261,7 +261,7 @@ async fn every_item_is_one_document_and_each_bulk_item_answer_counts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn data_stream_mode_writes_creates_with_a_component_template() {
+async fn data_stream_mode_writes_gzipped_creates_with_a_component_template() {
     let receiver = ElasticsearchReceiver::start().await;
     let db = TestDatabase::new(&Backend::Sqlite).await;
     let dir = PluginDir::new();
@@ -270,7 +270,7 @@ async fn data_stream_mode_writes_creates_with_a_component_template() {
         "elasticsearch",
         &manifest(
             &[receiver.origin()],
-            "mode = \"data_stream\"\nnamespace = \"test\"\n",
+            "mode = \"data_stream\"\nnamespace = \"test\"\ncompression = \"gzip\"\n",
         ),
     );
     let server = start_server(&db, &dir, &["es_ds"]).await;
@@ -289,6 +289,11 @@ async fn data_stream_mode_writes_creates_with_a_component_template() {
     let p = wait_lag_zero(&server, "es_ds").await;
     assert_eq!(p["delivered"], 6, "{p:#}");
     assert_clean(&receiver);
+    assert!(
+        receiver.gzipped_bulks() >= 1,
+        "bodies were not gzip-compressed"
+    );
+    assert_eq!(receiver.gzipped_bulks(), receiver.bulk_requests());
     let indices: BTreeSet<String> = receiver.docs().into_iter().map(|d| d.index).collect();
     assert_eq!(
         indices,

@@ -9,6 +9,7 @@
 
 mod bulk;
 mod docs;
+mod gzip;
 mod settings;
 mod template;
 
@@ -47,17 +48,24 @@ impl Elasticsearch {
         path: &str,
         content_type: &str,
         body: &[u8],
+        gzip: bool,
     ) -> Result<(String, Response), PublishError> {
         let n = self.settings.hosts.len();
         let mut last: Option<Result<(String, Response), HttpError>> = None;
         for i in 0..n {
             let index = (self.current + i) % n;
             let host = self.settings.hosts[index].clone();
-            let result = self
+            let mut request = self
                 .request(method, &host, path)
-                .header("content-type", content_type)
-                .body(body.to_vec())
-                .send();
+                .header("content-type", content_type);
+            request = if gzip {
+                request
+                    .header("content-encoding", "gzip")
+                    .body(gzip::gzip(body))
+            } else {
+                request.body(body.to_vec())
+            };
+            let result = request.send();
             match result {
                 Ok(r) if r.status() >= 500 => {
                     vigil_plugin::warn!(
@@ -92,8 +100,13 @@ impl Elasticsearch {
     fn install_template(&mut self) -> Result<(), PublishError> {
         for (path, body) in template::requests(&self.settings.mode) {
             let body = body.to_string();
-            let (host, response) =
-                self.send(Method::Put, &path, "application/json", body.as_bytes())?;
+            let (host, response) = self.send(
+                Method::Put,
+                &path,
+                "application/json",
+                body.as_bytes(),
+                false,
+            )?;
             if !response.is_success() {
                 return Err(bulk::request_error(
                     &host,
@@ -150,7 +163,13 @@ impl Publisher for Elasticsearch {
         let mut outcome = bulk::Outcome::default();
         for (body, items) in docs::encode(batch, &self.settings.mode, self.settings.max_bulk_bytes)
         {
-            let (host, response) = self.send(Method::Post, &path, "application/x-ndjson", &body)?;
+            let (host, response) = self.send(
+                Method::Post,
+                &path,
+                "application/x-ndjson",
+                &body,
+                self.settings.gzip,
+            )?;
             if response.status() != 200 {
                 return Err(bulk::request_error(
                     &host,

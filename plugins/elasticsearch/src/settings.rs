@@ -48,6 +48,8 @@ pub(crate) struct Settings {
     pub pipeline: Option<String>,
     pub max_bulk_bytes: usize,
     pub manage_template: bool,
+    /// Send `_bulk` bodies gzip-compressed (`Content-Encoding: gzip`).
+    pub gzip: bool,
     pub timeout: Duration,
 }
 
@@ -151,7 +153,17 @@ impl Settings {
         if timeout_ms == 0 {
             return Err("config.timeout_ms: must be at least 1".into());
         }
+        let gzip = match config.get("compression").unwrap_or("none") {
+            "none" => false,
+            "gzip" => true,
+            other => {
+                return Err(format!(
+                    "config.compression: {other:?} must be \"none\" or \"gzip\""
+                ))
+            }
+        };
         Ok(Settings {
+            gzip,
             hosts: clean,
             mode,
             auth,
@@ -187,6 +199,7 @@ pub(crate) fn schema() -> String {
             "max_bulk_bytes": {"type": "integer", "minimum": MIN_MAX_BULK_BYTES,
                                "default": DEFAULT_MAX_BULK_BYTES},
             "manage_template": {"type": "boolean", "default": true},
+            "compression": {"type": "string", "enum": ["none", "gzip"], "default": "none"},
             "timeout_ms": {"type": "integer", "minimum": 1, "default": DEFAULT_TIMEOUT_MS}
         },
         "additionalProperties": false

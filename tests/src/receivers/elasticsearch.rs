@@ -61,6 +61,10 @@ struct State {
     conflicts: usize,
     /// Bulk requests answered (any status).
     bulk_requests: usize,
+    /// `_bulk` bodies that came gzip-compressed.
+    gzipped_bulks: usize,
+    /// Bytes of `_bulk` bodies as sent (compressed or not).
+    bulk_bytes_on_wire: usize,
     /// Largest `_bulk` body seen.
     largest_bulk: usize,
 }
@@ -183,7 +187,17 @@ impl ElasticsearchReceiver {
         self.with(|s| s.bulk_requests)
     }
 
-    /// The largest `_bulk` body in bytes.
+    /// `_bulk` requests that came with `Content-Encoding: gzip`.
+    pub fn gzipped_bulks(&self) -> usize {
+        self.with(|s| s.gzipped_bulks)
+    }
+
+    /// Bytes of `_bulk` bodies as they came over the wire.
+    pub fn bulk_bytes_on_wire(&self) -> usize {
+        self.with(|s| s.bulk_bytes_on_wire)
+    }
+
+    /// The largest `_bulk` body in bytes (as sent).
     pub fn largest_bulk(&self) -> usize {
         self.with(|s| s.largest_bulk)
     }
@@ -287,6 +301,7 @@ fn bulk(s: &mut State, req: &ReceivedRequest) -> Reply {
 fn bulk_answer(s: &mut State, req: &ReceivedRequest) -> Reply {
     s.bulk_requests += 1;
     s.largest_bulk = s.largest_bulk.max(req.body.len());
+    s.bulk_bytes_on_wire += req.body.len();
     if s.unavailable > 0 {
         s.unavailable -= 1;
         return es_error(
@@ -307,7 +322,34 @@ fn bulk_answer(s: &mut State, req: &ReceivedRequest) -> Reply {
             "Content-Type header is not supported",
         );
     }
-    let Ok(text) = std::str::from_utf8(&req.body) else {
+    let decoded;
+    let body: &[u8] = match req.header("content-encoding") {
+        None => &req.body,
+        Some("gzip") => match gunzip(&req.body) {
+            Ok(d) => {
+                s.gzipped_bulks += 1;
+                decoded = d;
+                &decoded
+            }
+            Err(e) => {
+                s.violations.push(format!("_bulk gzip body: {e}"));
+                return es_error(
+                    400,
+                    "parse_exception",
+                    &format!("request body is not valid gzip: {e}"),
+                );
+            }
+        },
+        Some(other) => {
+            s.violations.push(format!("_bulk content-encoding {other}"));
+            return es_error(
+                415,
+                "illegal_argument_exception",
+                "unsupported content-encoding",
+            );
+        }
+    };
+    let Ok(text) = std::str::from_utf8(body) else {
         return es_error(400, "x_content_parse_exception", "body is not UTF-8");
     };
     if !text.ends_with('\n') {
@@ -449,4 +491,24 @@ fn bulk_answer(s: &mut State, req: &ReceivedRequest) -> Reply {
         ));
     }
     Reply::ok().json(&json!({"took": 1, "errors": errors, "items": items}))
+}
+
+/// One gzip member (RFC 1952): header checked, deflate inflated, CRC-32 and
+/// length checked, nothing after it.
+fn gunzip(z: &[u8]) -> Result<Vec<u8>, String> {
+    if z.len() < 18 || z[..3] != [0x1f, 0x8b, 8] {
+        return Err("no gzip header".into());
+    }
+    if z[3] != 0 {
+        return Err(format!("gzip flags {:#x} not expected", z[3]));
+    }
+    let (body, trailer) = z[10..].split_at(z.len() - 18);
+    let data =
+        miniz_oxide::inflate::decompress_to_vec(body).map_err(|e| format!("inflate: {e:?}"))?;
+    let crc = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes"));
+    let len = u32::from_le_bytes(trailer[4..].try_into().expect("4 bytes"));
+    if crc != crc32fast::hash(&data) || len != data.len() as u32 {
+        return Err("CRC-32 or length does not match".into());
+    }
+    Ok(data)
 }
