@@ -455,6 +455,11 @@ async fn misconfigured_elasticsearch_plugins_say_why_and_the_others_deliver() {
     let db = TestDatabase::new(&Backend::Sqlite).await;
     let dir = PluginDir::new();
     let origin = receiver.origin();
+    dir.install_with_manifest("es_a", "elasticsearch", &manifest(&[receiver.origin()], ""));
+    dir.install_with_manifest("es_b", "elasticsearch", &manifest(&[other.origin()], ""));
+    let server = start_server(&db, &dir, &["es_a", "es_b"]).await;
+    // The broken ones arrive while it runs (the watcher loads them), so the
+    // start does not wait for eight compilations.
     for (name, text) in [
         ("es_numbers", format!("[capabilities]\nallowed_hosts = [\"{origin}\"]\n[config]\nhosts = [7]\n")),
         ("es_nohosts", "[config]\nmode = \"indices\"\n".to_string()),
@@ -465,9 +470,6 @@ async fn misconfigured_elasticsearch_plugins_say_why_and_the_others_deliver() {
     ] {
         dir.install_with_manifest(name, "elasticsearch", &text);
     }
-    dir.install_with_manifest("es_a", "elasticsearch", &manifest(&[receiver.origin()], ""));
-    dir.install_with_manifest("es_b", "elasticsearch", &manifest(&[other.origin()], ""));
-    let server = start_server(&db, &dir, &["es_a", "es_b"]).await;
     for (name, needle) in [
         ("es_numbers", "config.hosts[0]: expected string"),
         ("es_nohosts", "config.hosts: required"),
