@@ -20,7 +20,7 @@
 //! `cargo bench -p vigil-host --bench plugins` (builds `plugins/` for
 //! wasm32-wasip2 first if needed, and the fixture's variants into
 //! `target/wasm-variants/`). `VIGIL_BENCH_RELOAD_ROUNDS` (default 5) sets the
-//! rounds per reload case. The bench runs on mimalloc, as the `vigil` binary
+//! rounds per reload case; `VIGIL_BENCH_SKIP_RELOAD=1` skips the reload cases. The bench runs on mimalloc, as the `vigil` binary
 //! does (the compilers allocate a lot; glibc's malloc made compiles up to 1.8×
 //! slower).
 
@@ -541,7 +541,9 @@ async fn main() {
     );
 
     // 3. Reload: file written -> plugin serving, through the watcher.
-    reload_benchmarks(&work).await;
+    if std::env::var_os("VIGIL_BENCH_SKIP_RELOAD").is_none() {
+        reload_benchmarks(&work).await;
+    }
 
     // 4. End to end: stored samples through the no-op publisher.
     let url = format!("sqlite://{}/bench.db", work.display());
