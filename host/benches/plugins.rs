@@ -20,7 +20,8 @@
 //! `cargo bench -p vigil-host --bench plugins` (builds `plugins/` for
 //! wasm32-wasip2 first if needed, and the fixture's variants into
 //! `target/wasm-variants/`). `VIGIL_BENCH_RELOAD_ROUNDS` (default 5) sets the
-//! rounds per reload case; `VIGIL_BENCH_SKIP_RELOAD=1` skips the reload cases. The bench runs on mimalloc, as the `vigil` binary
+//! rounds per reload case; `VIGIL_BENCH_SKIP_RELOAD=1` skips the reload cases.
+//! The bench runs on mimalloc, as the `vigil` binary
 //! does (the compilers allocate a lot; glibc's malloc made compiles up to 1.8×
 //! slower).
 
