@@ -11,12 +11,17 @@
 //!   fixture), and going back to the known version (an artefact-cache hit);
 //!   plus the 2 MB reload piece by piece;
 //! - end to end: stored samples delivered through the no-op publisher, and
-//!   the same loop compiled natively.
+//!   the same loop compiled natively; then the same samples through the
+//!   first-party `elasticsearch` publisher into a minimal in-process `_bulk`
+//!   receiver, through `grafana-cloud` into a remote-write receiver that only
+//!   answers 204, and (when `prometheus` is installed) into a real
+//!   Prometheus's remote-write receiver.
 //!
 //! `cargo bench -p vigil-host --bench plugins` (builds `plugins/` for
 //! wasm32-wasip2 first if needed, and the fixture's variants into
 //! `target/wasm-variants/`). `VIGIL_BENCH_RELOAD_ROUNDS` (default 5) sets the
-//! rounds per reload case. The bench runs on mimalloc, as the `vigil` binary
+//! rounds per reload case; `VIGIL_BENCH_SKIP_RELOAD=1` skips the reload cases.
+//! The bench runs on mimalloc, as the `vigil` binary
 //! does (the compilers allocate a lot; glibc's malloc made compiles up to 1.8×
 //! slower).
 
@@ -537,7 +542,9 @@ async fn main() {
     );
 
     // 3. Reload: file written -> plugin serving, through the watcher.
-    reload_benchmarks(&work).await;
+    if std::env::var_os("VIGIL_BENCH_SKIP_RELOAD").is_none() {
+        reload_benchmarks(&work).await;
+    }
 
     // 4. End to end: stored samples through the no-op publisher.
     let url = format!("sqlite://{}/bench.db", work.display());
@@ -618,5 +625,210 @@ async fn main() {
         native_rate,
         wasm_rate / native_rate
     );
+
+    // 5. The same stored samples through the first-party publishers.
+    let es = receiver(ReceiverKind::Bulk).await;
+    let null_rw = receiver(ReceiverKind::NoContent).await;
+    let mut cases = vec![
+        (
+            "elasticsearch",
+            "elasticsearch",
+            format!("hosts = [\"http://{es}\"]\nmanage_template = false\n"),
+            es.to_string(),
+        ),
+        (
+            "grafana_null",
+            "grafana-cloud",
+            format!("endpoint = \"http://{null_rw}/api/v1/write\"\n"),
+            null_rw.to_string(),
+        ),
+    ];
+    let prometheus = Prometheus::start(&work);
+    if let Some(p) = &prometheus {
+        cases.push((
+            "grafana_prometheus",
+            "grafana-cloud",
+            format!("endpoint = \"http://{}/api/v1/write\"\n", p.addr),
+            p.addr.clone(),
+        ));
+    } else {
+        println!("end to end into Prometheus: skipped (`prometheus` is not installed)");
+    }
+    for (name, crate_name, config, origin) in cases {
+        let elapsed = end_to_end(
+            &work, &engine, &store, head, name, crate_name, &config, &origin,
+        )
+        .await;
+        println!(
+            "end to end, {total} stored samples through {crate_name} ({name}): {:.0} samples/s \
+             ({:.2} x the no-op publisher's rate)",
+            total as f64 / elapsed.as_secs_f64(),
+            (total as f64 / elapsed.as_secs_f64()) / wasm_rate
+        );
+    }
+    drop(prometheus);
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Delivers every stored sample through plugin crate `crate_name` installed
+/// as `name` (fresh directory and registry) with `config`; the time until
+/// its cursor reached `head`.
+#[allow(clippy::too_many_arguments)]
+async fn end_to_end(
+    work: &Path,
+    engine: &Arc<PluginEngine>,
+    store: &Arc<dyn store::Store>,
+    head: i64,
+    name: &str,
+    crate_name: &str,
+    config: &str,
+    origin: &str,
+) -> Duration {
+    let dir = work.join(format!("plugins-{name}"));
+    std::fs::create_dir_all(&dir).expect("plugin dir");
+    std::fs::write(
+        dir.join(format!("{name}.toml")),
+        format!("[capabilities]\nallowed_hosts = [\"http://{origin}\"]\ncall_timeout_ms = 60000\n[config]\n{config}"),
+    )
+    .expect("manifest");
+    let bytes = std::fs::read(wasm(crate_name, "release")).expect("plugin wasm");
+    install(&dir, name, &bytes);
+    let registry = Arc::new(PluginRegistry::new(engine.clone(), dir));
+    registry.load_all().await.expect("load");
+    loop {
+        match registry.get(name) {
+            Some(p) if p.tier == Tier::Optimized => break,
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    store.open_cursor(name, 0, 0).await.expect("cursor");
+    let delivery = Arc::new(DeliveryManager::new(
+        store.clone(),
+        registry.clone(),
+        DeliverySettings {
+            max_wait: Duration::from_millis(1),
+            ..DeliverySettings::default()
+        },
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let run = tokio::spawn(delivery.clone().run(stop_rx));
+    loop {
+        let status = delivery.status().await.expect("status");
+        let me = status.iter().find(|p| p.name == name);
+        if me.is_some_and(|p| p.cursor_seq >= head) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{name} did not finish: {:?}",
+            me.map(|p| (p.cursor_seq, p.last_error.clone()))
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    let _ = stop_tx.send(true);
+    let _ = run.await;
+    elapsed
+}
+
+#[derive(Clone, Copy)]
+enum ReceiverKind {
+    /// `_bulk`: one `201` item per action line.
+    Bulk,
+    /// `204` to everything (a remote-write sink).
+    NoContent,
+}
+
+/// A minimal HTTP receiver on 127.0.0.1; its address.
+async fn receiver(kind: ReceiverKind) -> String {
+    use axum::body::Bytes;
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().fallback(move |body: Bytes| async move {
+        match kind {
+            ReceiverKind::Bulk => {
+                let actions = body
+                    .split(|b| *b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .count()
+                    / 2;
+                let mut out = String::with_capacity(actions * 28 + 40);
+                out.push_str("{\"took\":1,\"errors\":false,\"items\":[");
+                for i in 0..actions {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str("{\"create\":{\"status\":201}}");
+                }
+                out.push_str("]}");
+                ([("content-type", "application/json")], out).into_response()
+            }
+            ReceiverKind::NoContent => axum::http::StatusCode::NO_CONTENT.into_response(),
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr.to_string()
+}
+
+/// A real Prometheus with its remote-write receiver, when installed.
+struct Prometheus {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Prometheus {
+    fn start(work: &Path) -> Option<Prometheus> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let dir = work.join("prometheus");
+        std::fs::create_dir_all(&dir).ok()?;
+        std::fs::write(
+            dir.join("prometheus.yml"),
+            "global:\n  scrape_interval: 1m\n",
+        )
+        .ok()?;
+        let addr = format!("127.0.0.1:{port}");
+        let child = std::process::Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--web.enable-remote-write-receiver")
+            .arg("--log.level=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Ready once the TSDB is open; a few seconds is plenty on a fresh dir.
+        std::thread::sleep(Duration::from_secs(3));
+        Some(Prometheus { child, addr })
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -39,6 +39,8 @@ pub use exposition::*;
 pub use plugin_dir::*;
 pub use prometheus::{PrometheusOptions, PrometheusServer};
 pub use proxy::*;
+pub use receivers::elasticsearch::{ElasticsearchReceiver, StoredDoc};
+pub use receivers::loki::LokiReceiver;
 pub use receivers::webhook::{ReceivedRequest, Reply, WebhookReceiver};
 pub use reports::*;
 pub use server::*;

@@ -19,6 +19,10 @@ pub const PLUGIN_TARGET: &str = "wasm32-wasip2";
 /// - `noop-publisher`: accepts everything after reading every sample (benchmarks).
 /// - `webhook-publisher`: POSTs batches as JSON to config `url`.
 /// - `webhook-notifier`: notifier; POSTs Alertmanager's webhook payload (v4) to `url`.
+/// - `elasticsearch`: `_bulk` creates with ids from seqs to config `hosts`
+///   (strict receiver: [`crate::ElasticsearchReceiver`]).
+/// - `grafana-cloud`: Prometheus remote-write 1.0 of counters and gauges to
+///   config `endpoint` (tested against a real Prometheus).
 /// - `dim`: debug-fields world, backend `dim`: `dim_session_status_url`,
 ///   `dim_graph_status_url` (table in `plugins/dim/tests/cases.json`).
 /// - `slurm`: debug-fields world, backend `slurm`: `slurm_session_dir`,
@@ -50,6 +54,8 @@ pub fn all_plugin_names() -> &'static [&'static str] {
         "noop-publisher",
         "webhook-publisher",
         "webhook-notifier",
+        "elasticsearch",
+        "grafana-cloud",
         "big-alloc",
         "dim",
         "slurm",

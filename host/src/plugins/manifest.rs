@@ -127,7 +127,8 @@ impl fmt::Debug for ConfigValue {
 }
 
 impl ConfigValue {
-    /// The value as the plugin receives it (a string).
+    /// The value as the plugin receives it: a string as is, anything else
+    /// (numbers, booleans, arrays, tables) as JSON text.
     pub fn as_plugin_string(&self) -> String {
         match &self.value {
             serde_json::Value::String(s) => s.clone(),
@@ -207,38 +208,10 @@ impl PluginManifest {
         }
         let mut config = BTreeMap::new();
         for (key, value) in raw.config.unwrap_or_default() {
-            let value = match value {
-                toml::Value::String(s) => {
-                    let (resolved, secret) = resolve_env(&s, &env)
-                        .map_err(|e| ManifestError(format!("{file}: config.{key}: {e}")))?;
-                    ConfigValue {
-                        value: serde_json::Value::String(resolved),
-                        secret,
-                    }
-                }
-                toml::Value::Integer(i) => ConfigValue {
-                    value: serde_json::Value::from(i),
-                    secret: false,
-                },
-                toml::Value::Float(f) => ConfigValue {
-                    value: serde_json::Number::from_f64(f)
-                        .map(serde_json::Value::Number)
-                        .ok_or_else(|| {
-                            ManifestError(format!("{file}: config.{key}: not a finite number"))
-                        })?,
-                    secret: false,
-                },
-                toml::Value::Boolean(b) => ConfigValue {
-                    value: serde_json::Value::Bool(b),
-                    secret: false,
-                },
-                _ => {
-                    return Err(ManifestError(format!(
-                        "{file}: config.{key}: only strings, numbers and booleans are supported"
-                    )))
-                }
-            };
-            config.insert(key, value);
+            let mut secret = false;
+            let value = config_value(&value, &key, 0, &mut secret, &env)
+                .map_err(|e| ManifestError(format!("{file}: {e}")))?;
+            config.insert(key, ConfigValue { value, secret });
         }
         Ok(PluginManifest {
             capabilities,
@@ -265,6 +238,80 @@ impl PluginManifest {
                 .collect(),
         )
     }
+}
+
+/// Deepest nesting of arrays and tables a config value may have.
+pub const MAX_CONFIG_DEPTH: usize = 4;
+/// Most entries one config array or table may hold.
+pub const MAX_CONFIG_ITEMS: usize = 256;
+
+/// One `[config]` value as JSON: strings (with `${ENV}` resolved; any
+/// reference makes the whole value secret), numbers, booleans, and arrays
+/// and tables of those up to [`MAX_CONFIG_DEPTH`] deep. `path` names the key.
+fn config_value(
+    value: &toml::Value,
+    path: &str,
+    depth: usize,
+    secret: &mut bool,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    let nested = |len: usize| {
+        if depth >= MAX_CONFIG_DEPTH {
+            Err(format!(
+                "config.{path}: nested deeper than {MAX_CONFIG_DEPTH} levels"
+            ))
+        } else if len > MAX_CONFIG_ITEMS {
+            Err(format!(
+                "config.{path}: more than {MAX_CONFIG_ITEMS} entries"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    Ok(match value {
+        toml::Value::String(s) => {
+            let (resolved, used_env) =
+                resolve_env(s, env).map_err(|e| format!("config.{path}: {e}"))?;
+            *secret |= used_env;
+            J::String(resolved)
+        }
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(J::Number)
+            .ok_or_else(|| format!("config.{path}: not a finite number"))?,
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Array(items) => {
+            nested(items.len())?;
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                out.push(config_value(
+                    item,
+                    &format!("{path}[{i}]"),
+                    depth + 1,
+                    secret,
+                    env,
+                )?);
+            }
+            J::Array(out)
+        }
+        toml::Value::Table(table) => {
+            nested(table.len())?;
+            let mut out = serde_json::Map::new();
+            for (k, item) in table {
+                out.insert(
+                    k.clone(),
+                    config_value(item, &format!("{path}.{k}"), depth + 1, secret, env)?,
+                );
+            }
+            J::Object(out)
+        }
+        toml::Value::Datetime(_) => {
+            return Err(format!(
+                "config.{path}: dates are not supported; quote the value as a string"
+            ))
+        }
+    })
 }
 
 /// Replaces `${NAME}` with the variable's value; a value that used any
@@ -295,9 +342,11 @@ fn resolve_env(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<(Stri
 }
 
 /// Checks a config object against the subset of JSON Schema plugins use:
-/// `type: object`, `properties` with `type` (string, integer, number,
-/// boolean), `enum`, `minimum`, `maximum`, `minLength`, `format: uri`,
-/// `required` and `additionalProperties: false`. Every problem is listed.
+/// `type` (string, integer, number, boolean, array, object, or a list of
+/// those), `enum`, `minimum`, `maximum`, `minLength`, `format: uri`; for
+/// arrays `items`, `minItems`, `maxItems`; for objects (the config itself and
+/// nested tables) `properties`, `required` and `additionalProperties: false`.
+/// Every problem is listed, each naming its key path.
 pub fn check_config(schema_text: &str, config: &serde_json::Value) -> Result<(), Vec<String>> {
     use serde_json::Value;
     let schema: Value = serde_json::from_str(schema_text)
@@ -311,11 +360,23 @@ pub fn check_config(schema_text: &str, config: &serde_json::Value) -> Result<(),
         return Err(vec!["config must be a table".into()]);
     };
     let mut errors = Vec::new();
+    check_object("config", schema, config, &mut errors);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+type JsonMap = serde_json::Map<String, serde_json::Value>;
+
+fn check_object(path: &str, schema: &JsonMap, config: &JsonMap, errors: &mut Vec<String>) {
+    use serde_json::Value;
     let properties = schema.get("properties").and_then(Value::as_object);
     if let Some(required) = schema.get("required").and_then(Value::as_array) {
         for key in required.iter().filter_map(Value::as_str) {
             if !config.contains_key(key) {
-                errors.push(format!("config.{key}: required by the plugin"));
+                errors.push(format!("{path}.{key}: required by the plugin"));
             }
         }
     }
@@ -330,7 +391,7 @@ pub fn check_config(schema_text: &str, config: &serde_json::Value) -> Result<(),
                     .map(|p| p.keys().map(String::as_str).collect())
                     .unwrap_or_default();
                 errors.push(format!(
-                    "config.{key}: unknown key; the plugin accepts {}",
+                    "{path}.{key}: unknown key; the plugin accepts {}",
                     if known.is_empty() {
                         "no keys".to_string()
                     } else {
@@ -340,62 +401,91 @@ pub fn check_config(schema_text: &str, config: &serde_json::Value) -> Result<(),
             }
             continue;
         };
-        let type_ok = match prop.get("type").and_then(Value::as_str) {
-            Some("string") => value.is_string(),
-            Some("integer") => value.is_i64() || value.is_u64(),
-            Some("number") => value.is_number(),
-            Some("boolean") => value.is_boolean(),
-            _ => true,
-        };
-        if !type_ok {
+        check_value(&format!("{path}.{key}"), prop, value, errors);
+    }
+}
+
+fn type_matches(name: &str, value: &serde_json::Value) -> bool {
+    match name {
+        "string" => value.is_string(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        "array" => value.is_array(),
+        "object" => value.is_object(),
+        _ => true,
+    }
+}
+
+fn check_value(path: &str, prop: &JsonMap, value: &serde_json::Value, errors: &mut Vec<String>) {
+    use serde_json::Value;
+    let (type_ok, expected) = match prop.get("type") {
+        Some(Value::String(t)) => (type_matches(t, value), t.clone()),
+        Some(Value::Array(ts)) => {
+            let names: Vec<&str> = ts.iter().filter_map(Value::as_str).collect();
+            (
+                names.is_empty() || names.iter().any(|t| type_matches(t, value)),
+                names.join(" or "),
+            )
+        }
+        _ => (true, String::new()),
+    };
+    if !type_ok {
+        errors.push(format!("{path}: expected {expected}"));
+        return;
+    }
+    if let Some(allowed) = prop.get("enum").and_then(Value::as_array) {
+        if !allowed.contains(value) {
             errors.push(format!(
-                "config.{key}: expected {}",
-                prop.get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("another type")
+                "{path}: must be one of {}",
+                Value::Array(allowed.clone())
             ));
-            continue;
         }
-        if let Some(allowed) = prop.get("enum").and_then(Value::as_array) {
-            if !allowed.contains(value) {
-                errors.push(format!(
-                    "config.{key}: must be one of {}",
-                    Value::Array(allowed.clone())
-                ));
-            }
+    }
+    if let (Some(n), Some(min)) = (value.as_f64(), prop.get("minimum").and_then(Value::as_f64)) {
+        if n < min {
+            errors.push(format!("{path}: must be at least {min}"));
         }
-        if let (Some(n), Some(min)) = (value.as_f64(), prop.get("minimum").and_then(Value::as_f64))
-        {
-            if n < min {
-                errors.push(format!("config.{key}: must be at least {min}"));
-            }
+    }
+    if let (Some(n), Some(max)) = (value.as_f64(), prop.get("maximum").and_then(Value::as_f64)) {
+        if n > max {
+            errors.push(format!("{path}: must be at most {max}"));
         }
-        if let (Some(n), Some(max)) = (value.as_f64(), prop.get("maximum").and_then(Value::as_f64))
-        {
-            if n > max {
-                errors.push(format!("config.{key}: must be at most {max}"));
-            }
+    }
+    if let (Some(s), Some(min)) = (
+        value.as_str(),
+        prop.get("minLength").and_then(Value::as_u64),
+    ) {
+        if (s.chars().count() as u64) < min {
+            errors.push(format!("{path}: must be at least {min} characters"));
         }
-        if let (Some(s), Some(min)) = (
-            value.as_str(),
-            prop.get("minLength").and_then(Value::as_u64),
-        ) {
-            if (s.chars().count() as u64) < min {
-                errors.push(format!("config.{key}: must be at least {min} characters"));
-            }
-        }
-        if prop.get("format").and_then(Value::as_str) == Some("uri") {
-            if let Some(s) = value.as_str() {
-                if !(s.starts_with("http://") || s.starts_with("https://")) || s.len() < 10 {
-                    errors.push(format!("config.{key}: must be an http(s) URL"));
-                }
+    }
+    if prop.get("format").and_then(Value::as_str) == Some("uri") {
+        if let Some(s) = value.as_str() {
+            if !(s.starts_with("http://") || s.starts_with("https://")) || s.len() < 10 {
+                errors.push(format!("{path}: must be an http(s) URL"));
             }
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
+    if let Some(items) = value.as_array() {
+        if let Some(min) = prop.get("minItems").and_then(Value::as_u64) {
+            if (items.len() as u64) < min {
+                errors.push(format!("{path}: must have at least {min} entries"));
+            }
+        }
+        if let Some(max) = prop.get("maxItems").and_then(Value::as_u64) {
+            if (items.len() as u64) > max {
+                errors.push(format!("{path}: must have at most {max} entries"));
+            }
+        }
+        if let Some(item_schema) = prop.get("items").and_then(Value::as_object) {
+            for (i, item) in items.iter().enumerate() {
+                check_value(&format!("{path}[{i}]"), item_schema, item, errors);
+            }
+        }
+    }
+    if let Some(table) = value.as_object() {
+        check_object(path, prop, table, errors);
     }
 }
 
@@ -452,9 +542,18 @@ mod tests {
                 "MISSING}, which is not set",
             ),
             (
-                "[config]\nkey = [1, 2]",
-                "only strings, numbers and booleans",
+                "[config]\nkey = 1979-05-27",
+                "config.key: dates are not supported",
             ),
+            (
+                "[config]\nhosts = [\"a\", \"${MISSING}\"]",
+                "config.hosts[1]: refers to ${MISSING}",
+            ),
+            (
+                "[config]\nk = [[[[[1]]]]]",
+                "config.k[0][0][0][0]: nested deeper than 4 levels",
+            ),
+            ("[config.t]\nx = nan", "config.t.x: not a finite number"),
             ("[plugin]\nname = \"x\"", "unknown field `plugin`"),
         ] {
             let e = PluginManifest::parse(text, "p.toml", env).unwrap_err();
@@ -478,5 +577,67 @@ mod tests {
         assert!(errors
             .iter()
             .any(|e| e.contains("config.timeout_ms: must be at least 1")));
+    }
+
+    #[test]
+    fn arrays_and_tables_reach_the_plugin_as_json_and_secrets_stay_hidden() {
+        let m = PluginManifest::parse(
+            r#"
+            [config]
+            hosts = ["http://a:9200", "http://b:9200"]
+            [config.auth]
+            api_key = "${ES_API_KEY}"
+            retries = 3
+            "#,
+            "es.toml",
+            env,
+        )
+        .unwrap();
+        assert_eq!(
+            m.config["hosts"].as_plugin_string(),
+            r#"["http://a:9200","http://b:9200"]"#
+        );
+        assert!(!m.config["hosts"].secret);
+        assert!(m.config["auth"].secret);
+        assert_eq!(
+            m.config["auth"].as_plugin_string(),
+            r#"{"api_key":"s3cret","retries":3}"#
+        );
+        assert_eq!(m.config_redacted()["auth"], "***");
+        let big = format!("[config]\nk = [{}]", vec!["1"; 257].join(","));
+        let e = PluginManifest::parse(&big, "p.toml", env).unwrap_err();
+        assert!(e.0.contains("config.k: more than 256 entries"), "{e}");
+    }
+
+    #[test]
+    fn arrays_and_tables_are_checked_against_the_schema() {
+        let schema = r#"{"type":"object","additionalProperties":false,"properties":{
+            "hosts":{"type":"array","minItems":1,"items":{"type":"string","format":"uri"}},
+            "auth":{"type":"object","additionalProperties":false,"required":["user"],
+                    "properties":{"user":{"type":"string","minLength":1}}},
+            "timeout_ms":{"type":["integer","string"]}}}"#;
+        let ok =
+            serde_json::json!({"hosts":["http://a:9200"],"auth":{"user":"u"},"timeout_ms":"5"});
+        assert!(check_config(schema, &ok).is_ok());
+        let errors = check_config(
+            schema,
+            &serde_json::json!({"hosts":["http://a:9200", 7, "ftp://x"], "auth":{"pass":"p"},
+                                "timeout_ms": true}),
+        )
+        .unwrap_err();
+        for needle in [
+            "config.hosts[1]: expected string",
+            "config.hosts[2]: must be an http(s) URL",
+            "config.auth.user: required by the plugin",
+            "config.auth.pass: unknown key; the plugin accepts user",
+            "config.timeout_ms: expected integer or string",
+        ] {
+            assert!(errors.iter().any(|e| e == needle), "{needle}: {errors:?}");
+        }
+        assert_eq!(errors.len(), 5, "{errors:?}");
+        let errors =
+            check_config(schema, &serde_json::json!({"hosts":[], "auth":"x"})).unwrap_err();
+        assert!(errors.contains(&"config.hosts: must have at least 1 entries".to_string()));
+        assert!(errors.contains(&"config.auth: expected object".to_string()));
     }
 }

@@ -1,8 +1,12 @@
 //! [`Config`]: the plugin's configuration as `configure` receives it.
 //!
 //! The host flattens the manifest's `[config]` table to string pairs and resolves
-//! `${ENV}` secrets before the call; this module only reads those pairs. It does
-//! not validate against the plugin's JSON Schema (the host may).
+//! `${ENV}` secrets before the call; this module only reads those pairs. Strings
+//! arrive as they are; numbers, booleans, arrays and nested tables arrive as JSON
+//! text (`hosts = ["http://a:9200", "http://b:9200"]` →
+//! `["http://a:9200","http://b:9200"]`), read with [`Config::list`] and
+//! [`Config::json`]. The host checks every value against the plugin's JSON
+//! Schema before `configure`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -83,6 +87,36 @@ impl Config {
         Ok(self.parse(key)?.unwrap_or(default))
     }
 
+    /// The value of `key` as a list of strings: a manifest array of strings
+    /// (JSON text), or one plain string as a list of one. Empty when not set;
+    /// an error naming the key for anything else (an array of numbers, a table,
+    /// an empty string).
+    pub fn list(&self, key: &str) -> Result<Vec<String>, String> {
+        let Some(raw) = self.get(key) else {
+            return Ok(Vec::new());
+        };
+        if raw.trim_start().starts_with('[') {
+            return serde_json::from_str::<Vec<String>>(raw)
+                .map_err(|e| format!("config key `{key}` must be a list of strings: {e}"));
+        }
+        if raw.trim().is_empty() {
+            return Err(format!("config key `{key}` is empty"));
+        }
+        Ok(vec![raw.to_string()])
+    }
+
+    /// The value of `key` (a manifest table, array, number or boolean, which
+    /// arrive as JSON text) deserialised as `T`: `Ok(None)` when not set, an
+    /// error naming the key when it does not fit.
+    pub fn json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(raw) => serde_json::from_str(raw)
+                .map(Some)
+                .map_err(|e| format!("config key `{key}` is invalid: {e}")),
+        }
+    }
+
     /// Every `(key, value)` pair, in the order the host gave them.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
@@ -149,5 +183,41 @@ mod tests {
             !shown.contains("s3cret") && shown.contains("token"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn lists_and_tables_arrive_as_json() {
+        let config = Config::from_pairs([
+            ("hosts", r#"["http://a:9200","http://b:9200"]"#),
+            ("one", "http://c:9200"),
+            ("nums", "[1,2]"),
+            ("empty", ""),
+            ("auth", r#"{"user":"u","retries":3}"#),
+        ]);
+        assert_eq!(
+            config.list("hosts"),
+            Ok(vec![
+                "http://a:9200".to_string(),
+                "http://b:9200".to_string()
+            ])
+        );
+        assert_eq!(config.list("one"), Ok(vec!["http://c:9200".to_string()]));
+        assert_eq!(config.list("absent"), Ok(Vec::new()));
+        assert!(config.list("nums").unwrap_err().contains("`nums`"));
+        assert!(config.list("empty").unwrap_err().contains("empty"));
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Auth {
+            user: String,
+            retries: u32,
+        }
+        assert_eq!(
+            config.json::<Auth>("auth"),
+            Ok(Some(Auth {
+                user: "u".into(),
+                retries: 3
+            }))
+        );
+        assert!(config.json::<Auth>("one").unwrap_err().contains("`one`"));
+        assert_eq!(config.json::<Auth>("absent"), Ok(None));
     }
 }

@@ -2,4 +2,6 @@
 //! checks the real wire format strictly and can answer with the service's real
 //! errors.
 
+pub mod elasticsearch;
+pub mod loki;
 pub mod webhook;

@@ -130,7 +130,13 @@ pub struct WebhookReceiver {
 impl WebhookReceiver {
     /// Starts a receiver that answers `200 {}` to everything.
     pub async fn start() -> WebhookReceiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        WebhookReceiver::start_on(0).await
+    }
+
+    /// Like [`WebhookReceiver::start`], on 127.0.0.1:`port` (0: any free
+    /// port), e.g. a port a plugin was already failing to reach.
+    pub async fn start_on(port: u16) -> WebhookReceiver {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind receiver");
         let addr = listener.local_addr().expect("receiver addr");

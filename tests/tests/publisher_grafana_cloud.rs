@@ -1,0 +1,406 @@
+//! The first-party remote-write publisher (`plugins/grafana-cloud`) against a
+//! real Prometheus (`--web.enable-remote-write-receiver`): samples read back
+//! at their own timestamps with exact names, labels and values; a sample
+//! Prometheus refuses (out of order) is a dead letter with Prometheus's
+//! message while the rest of its batch is delivered; identical samples sent
+//! again are accepted; credentials refused are permanent and named.
+
+use std::time::Duration;
+
+use vigil_tests::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn manifest(endpoint: &str, origin: &str, extra: &str) -> String {
+    format!(
+        "[capabilities]\nallowed_hosts = [\"{origin}\"]\n[config]\nendpoint = \"{endpoint}\"\ntenant = \"vigil-test\"\n{extra}"
+    )
+}
+
+async fn start(prom: &PrometheusServer, db: &TestDatabase, dir: &PluginDir) -> TestServer {
+    let origin = format!("http://{}", prom.addr());
+    dir.install_with_manifest(
+        "rw",
+        "grafana-cloud",
+        &manifest(&prom.remote_write_url(), &origin, ""),
+    );
+    let server = TestServer::builder(db).plugin_dir(dir.path()).start().await;
+    server
+        .wait_publisher("rw", WAIT, "cursor opened", |p| p["cursor_seq"] == 0)
+        .await;
+    server
+}
+
+/// RFC 3339 of now minus `secs`, and the same instant in Unix seconds.
+fn ago(secs: i64) -> (String, f64) {
+    let t = chrono::Utc::now() - chrono::Duration::seconds(secs);
+    let t = chrono::DateTime::from_timestamp_millis(t.timestamp_millis()).expect("time");
+    (
+        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        t.timestamp_millis() as f64 / 1000.0,
+    )
+}
+
+/// The one series `expr` returns at `time`: its labels and value.
+async fn one(prom: &PrometheusServer, expr: &str, time: f64) -> (Value, String) {
+    let result = prom.query(expr, Some(time)).await;
+    assert_eq!(result.len(), 1, "{expr} at {time}: {result:?}");
+    let value = result[0]["value"][1].as_str().expect("value").to_string();
+    (result[0]["metric"].clone(), value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_read_back_exactly_from_a_real_prometheus() {
+    let Some(prom) = PrometheusServer::start(PrometheusOptions {
+        remote_write_receiver: true,
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    let server = start(&prom, &db, &dir).await;
+    let component = unique("rw");
+    let (t1, s1) = ago(40);
+    let (t2, s2) = ago(20);
+    server
+        .report_ok(&report(
+            &component,
+            [
+                gauge("rw_depth", 1.5).label("queue", "a").at(&t1),
+                gauge("rw_depth", 2.25).label("queue", "a").at(&t2),
+                gauge("rw_depth", -7.0)
+                    .label("queue", "b")
+                    .label("component", "inner")
+                    .at(&t1),
+                counter("rw_jobs", 7.0).at(&t1),
+                counter("rw_done_total", 3.0).at(&t2),
+                histogram("rw_latency_seconds", 0.2).at(&t2),
+            ],
+        ))
+        .await;
+    let p = server
+        .wait_publisher("rw", WAIT, "lag 0", |p| p["lag"] == 0)
+        .await;
+    assert_eq!(p["delivered"], 5, "{p:#}");
+    assert_eq!(p["dead_lettered"], 1, "histograms are not sent yet: {p:#}");
+    assert_eq!(p["last_error"], Value::Null, "{p:#}");
+
+    let sel = |name: &str, extra: &str| format!("{name}{{component=\"{component}\"{extra}}}");
+    let (labels, v) = one(&prom, &sel("rw_depth", ",queue=\"a\""), s1).await;
+    assert_eq!(v, "1.5");
+    assert_eq!(
+        labels,
+        json!({"__name__": "rw_depth", "component": component, "queue": "a"})
+    );
+    let (_, v) = one(&prom, &sel("rw_depth", ",queue=\"a\""), s2).await;
+    assert_eq!(v, "2.25");
+    let (labels, v) = one(&prom, &sel("rw_depth", ",queue=\"b\""), s1).await;
+    assert_eq!(v, "-7");
+    assert_eq!(
+        labels,
+        json!({"__name__": "rw_depth", "component": component, "queue": "b", "exported_component": "inner"})
+    );
+    // Counters take their exported `_total` name, as on Vigil's /metrics.
+    let (_, v) = one(&prom, &sel("rw_jobs_total", ""), s1).await;
+    assert_eq!(v, "7");
+    assert!(prom.query(&sel("rw_jobs", ""), Some(s1)).await.is_empty());
+    let (_, v) = one(&prom, &sel("rw_done_total", ""), s2).await;
+    assert_eq!(v, "3");
+    // Exactly at its timestamp: nothing before it.
+    assert!(prom
+        .query(&sel("rw_done_total", ""), Some(s2 - 0.001))
+        .await
+        .is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_order_sample_is_a_dead_letter_and_the_rest_of_its_batch_arrives() {
+    let Some(prom) = PrometheusServer::start(PrometheusOptions {
+        remote_write_receiver: true,
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    let server = start(&prom, &db, &dir).await;
+    let component = unique("ooo");
+    let (t_new, s_new) = ago(10);
+    let (t_old, _) = ago(60);
+    server
+        .report_ok(&report(&component, [gauge("ooo_value", 1.0).at(&t_new)]))
+        .await;
+    server
+        .wait_publisher("rw", WAIT, "first delivered", |p| p["delivered"] == 1)
+        .await;
+    // A client reports an older timestamp for the same series, among good
+    // samples, and the identical first sample again (as after a crash).
+    let (t_a, s_a) = ago(5);
+    let mut items = vec![
+        gauge("ooo_value", 2.0).at(&t_old),
+        gauge("ooo_value", 1.0).at(&t_new),
+    ];
+    items.extend((0..20).map(|i| {
+        gauge("ooo_other", i as f64)
+            .label("i", &i.to_string())
+            .at(&t_a)
+    }));
+    server.report_ok(&report(&component, items)).await;
+    let p = server
+        .wait_publisher("rw", WAIT, "lag 0", |p| p["lag"] == 0)
+        .await;
+    assert_eq!(p["dead_lettered"], 1, "{p:#}");
+    assert_eq!(p["delivered"], 22, "{p:#}");
+    let (_, page) = status_json(server.get("/api/v2/publishers/rw/dead-letters").await).await;
+    let letters = page["dead_letters"].as_array().expect("dead_letters");
+    assert_eq!(letters.len(), 1, "{page:#}");
+    assert_eq!(letters[0]["item"]["value"], 2.0, "{page:#}");
+    let reason = letters[0]["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("400") && reason.contains("out of order"),
+        "{reason}"
+    );
+    // Everything else is there.
+    let other = prom
+        .query(
+            &format!("ooo_other{{component=\"{component}\"}}"),
+            Some(s_a),
+        )
+        .await;
+    assert_eq!(other.len(), 20, "{other:?}");
+    let (_, v) = one(
+        &prom,
+        &format!("ooo_value{{component=\"{component}\"}}"),
+        s_new,
+    )
+    .await;
+    assert_eq!(v, "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_permanent_and_named() {
+    let receiver = WebhookReceiver::start().await;
+    receiver.set_handler(|_, _| {
+        Reply::status(401)
+            .json(&json!({"status": "error", "error": "authentication error: invalid token"}))
+    });
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    dir.install_with_manifest(
+        "rw",
+        "grafana-cloud",
+        &manifest(
+            &receiver.url("/api/prom/push"),
+            &receiver.origin(),
+            "username = \"123456\"\napi_key = \"glc_x\"\n",
+        ),
+    );
+    let server = TestServer::builder(&db)
+        .plugin_dir(dir.path())
+        .start()
+        .await;
+    server
+        .wait_publisher("rw", WAIT, "cursor opened", |p| p["cursor_seq"] == 0)
+        .await;
+    server
+        .report_ok(&report(&unique("auth"), [gauge("auth_value", 1.0)]))
+        .await;
+    let p = server
+        .wait_publisher("rw", WAIT, "401", |p| {
+            p["last_error"].as_str().is_some_and(|e| e.contains("401"))
+        })
+        .await;
+    let e = p["last_error"].as_str().expect("error");
+    assert!(
+        e.contains("config.username/api_key") && e.contains("invalid token"),
+        "{e}"
+    );
+    assert_eq!(p["lag"], 1, "{p:#}");
+    let r = &receiver.requests()[0];
+    assert_eq!(r.path, "/api/prom/push");
+    assert_eq!(r.header("content-type"), Some("application/x-protobuf"));
+    assert_eq!(r.header("content-encoding"), Some("snappy"));
+    assert_eq!(r.header("x-prometheus-remote-write-version"), Some("0.1.0"));
+    assert_eq!(r.header("x-scope-orgid"), Some("vigil-test"));
+    assert_eq!(r.header("authorization"), Some("Basic MTIzNDU2OmdsY194"));
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(&r.body)
+        .expect("snappy block format");
+    assert!(
+        raw.windows(10).any(|w| w == b"auth_value"),
+        "protobuf carries the name"
+    );
+}
+
+async fn post_events(server: &TestServer, events: &Value) -> Vec<i64> {
+    let (status, body) = status_json(server.post_json("/api/v2/events", events).await).await;
+    assert_eq!(status, 200, "{body:#}");
+    body["seqs"]
+        .as_array()
+        .expect("seqs")
+        .iter()
+        .map(|s| s.as_i64().expect("stored"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_loki_in_time_order_once_each_and_refused_entries_are_dead_letters() {
+    let metrics = WebhookReceiver::start().await;
+    let loki = LokiReceiver::start().await;
+    loki.fail_next(&[503, 429]);
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    dir.install_with_manifest(
+        "gc",
+        "grafana-cloud",
+        &format!(
+            "[capabilities]\nallowed_hosts = [\"{}\", \"{}\"]\n[config]\nendpoint = \"{}\"\nloki_endpoint = \"{}\"\n",
+            metrics.origin(),
+            loki.origin(),
+            metrics.url("/api/v1/write"),
+            loki.push_url()
+        ),
+    );
+    let server = TestServer::builder(&db)
+        .plugin_dir(dir.path())
+        .start()
+        .await;
+    server
+        .wait_publisher("gc", WAIT, "cursor opened", |p| p["cursor_seq"] == 0)
+        .await;
+    let t = 1_700_000_000.0;
+    let first = post_events(
+        &server,
+        &json!([
+            {"event_type": "TaskCreated", "session_id": "s1", "task_id": "t2", "backend": "dim", "event_time": t + 2.0},
+            {"event_type": "TaskCreated", "session_id": "s1", "task_id": "t1", "backend": "dim", "event_time": t + 1.0},
+        ]),
+    )
+    .await;
+    let p = server
+        .wait_publisher("gc", WAIT, "lag 0", |p| p["lag"] == 0)
+        .await;
+    assert_eq!(p["delivered"], 2, "{p:#}");
+    // An older entry for the same stream, beside one of another stream.
+    let second = post_events(
+        &server,
+        &json!([
+            {"event_type": "TaskCreated", "session_id": "s1", "task_id": "t0", "backend": "dim", "event_time": t},
+            {"event_type": "TaskFailed", "session_id": "s1", "task_id": "t3", "backend": "dim", "event_time": t},
+        ]),
+    )
+    .await;
+    let p = server
+        .wait_publisher("gc", WAIT, "lag 0", |p| p["lag"] == 0)
+        .await;
+    assert_eq!(p["dead_lettered"], 1, "{p:#}");
+    assert_eq!(p["delivered"], 3, "{p:#}");
+    assert_eq!(loki.violations(), Vec::<String>::new());
+    assert!(loki.pushes() >= 5, "{}", loki.pushes());
+
+    let (_, page) = status_json(server.get("/api/v2/publishers/gc/dead-letters").await).await;
+    let letters = page["dead_letters"].as_array().expect("dead_letters");
+    assert_eq!(letters.len(), 1, "{page:#}");
+    assert_eq!(letters[0]["seq"], second[0], "{page:#}");
+    let reason = letters[0]["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains("400") && reason.contains("entry out of order"),
+        "{reason}"
+    );
+
+    let streams = loki.streams();
+    let created = &streams["{backend=\"dim\", event_type=\"TaskCreated\", service=\"vigil\"}"];
+    let ns: Vec<i128> = created.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        ns,
+        vec![1_700_000_001_000_000_000, 1_700_000_002_000_000_000],
+        "{streams:?}"
+    );
+    let lines = loki.lines();
+    let mut seqs: Vec<i64> = lines
+        .iter()
+        .map(|(_, l)| l["seq"].as_i64().expect("seq"))
+        .collect();
+    seqs.sort_unstable();
+    let mut expected = vec![first[0], first[1], second[1]];
+    expected.sort_unstable();
+    assert_eq!(seqs, expected, "each event once");
+    let (_, line) = lines
+        .iter()
+        .find(|(_, l)| l["seq"] == first[1])
+        .expect("line");
+    assert_eq!(line["event_type"], "TaskCreated");
+    assert_eq!(line["attributes"]["task_id"], "t1");
+    assert_eq!(line["timestamp_ms"], 1_700_000_001_000i64);
+    // No samples were reported: nothing went to remote-write.
+    assert_eq!(metrics.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prometheus_outage_delays_samples_without_losing_any() {
+    let Some(prom) = PrometheusServer::start(PrometheusOptions {
+        remote_write_receiver: true,
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let mut proxy = TcpProxy::start(prom.addr()).await;
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    let origin = format!("http://{}", proxy.addr());
+    dir.install_with_manifest(
+        "rw",
+        "grafana-cloud",
+        &manifest(&format!("{origin}/api/v1/write"), &origin, ""),
+    );
+    let server = TestServer::builder(&db)
+        .plugin_dir(dir.path())
+        .start()
+        .await;
+    server
+        .wait_publisher("rw", WAIT, "cursor opened", |p| p["cursor_seq"] == 0)
+        .await;
+    proxy.stop().await;
+    let component = unique("outage");
+    let (t, s) = ago(15);
+    server
+        .report_ok(&report(
+            &component,
+            (0..30).map(|i| {
+                gauge("outage_value", i as f64)
+                    .label("i", &i.to_string())
+                    .at(&t)
+            }),
+        ))
+        .await;
+    let p = server
+        .wait_publisher("rw", WAIT, "a connection error", |p| {
+            p["last_error"].is_string()
+        })
+        .await;
+    assert_eq!(p["delivered"], 0, "{p:#}");
+    proxy.start_again().await;
+    let p = server
+        .wait_publisher("rw", WAIT, "lag 0", |p| p["lag"] == 0)
+        .await;
+    assert_eq!(p["delivered"], 30, "{p:#}");
+    assert_eq!(p["dead_lettered"], 0, "{p:#}");
+    let result = prom
+        .query(
+            &format!("outage_value{{component=\"{component}\"}}"),
+            Some(s),
+        )
+        .await;
+    assert_eq!(result.len(), 30, "{result:?}");
+    for r in &result {
+        let i = r["metric"]["i"].as_str().expect("i");
+        assert_eq!(r["value"][1].as_str(), Some(i), "{r}");
+    }
+}
