@@ -170,6 +170,13 @@ impl TestServerBuilder {
             a.push("--token".into());
             a.push(t.clone());
         }
+        // Tests store samples with old timestamps (2024) to check queries;
+        // the default 24 h retention would delete them whenever its first
+        // round runs after the report. Tests of retention set their own.
+        if !self.args.iter().any(|a| a == "--retention") {
+            a.push("--retention".into());
+            a.push("36500days".into());
+        }
         a.extend(self.args.iter().cloned());
         a
     }

@@ -85,7 +85,8 @@ pub fn openapi_document() -> utoipa::openapi::OpenApi {
     doc
 }
 
-/// Adds the answers every operation can give besides its own: `401` and
+/// Adds the answers every operation can give besides its own: `400` on
+/// every operation (NUL in the path or query, undecodable path), `401` and
 /// `403` on every secured operation (when tokens are configured), and `408`
 /// (body not received within `--body-read-timeout`) and `413` (body over
 /// `--max-body-bytes`) on every operation that takes a body.
@@ -116,6 +117,12 @@ fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
         .flatten()
         {
             let responses = &mut op.responses.responses;
+            // Every request is checked for NUL characters in its path and
+            // query before it is routed (`refuse_nul`), and path parameters
+            // must decode: any operation can answer 400.
+            responses.entry("400".into()).or_insert_with(|| {
+                error("A NUL character in the path or query, or a path parameter that does not decode")
+            });
             if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
                 responses
                     .entry("401".into())
@@ -162,6 +169,22 @@ mod tests {
                 other => panic!("unexpected method {other}"),
             };
             assert!(documented, "{method} {path} is routed but not documented");
+        }
+    }
+
+    #[test]
+    fn every_operation_documents_the_400_of_a_nul_in_its_query() {
+        let doc = openapi_document();
+        for (path, item) in &doc.paths.paths {
+            for op in [&item.get, &item.post, &item.put, &item.delete, &item.patch]
+                .into_iter()
+                .flatten()
+            {
+                assert!(
+                    op.responses.responses.contains_key("400"),
+                    "{path} does not document 400"
+                );
+            }
         }
     }
 
