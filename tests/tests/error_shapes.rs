@@ -25,6 +25,40 @@ async fn error_answers_are_always_json(backend: Backend) {
         .expect("big POST");
     expect_error(resp, 413, "payload_too_large").await;
 
+    // A client that writes its whole oversized body before it reads (as
+    // many do) still gets the answer, not a broken pipe: the server reads
+    // and discards the body before it answers and closes.
+    let addr = server.addr();
+    let (written, answer) = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+        let total = 64 * 1024 * 1024;
+        write!(
+            conn,
+            "POST /api/v2/components HTTP/1.1\r\nHost: vigil\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {total}\r\n\r\n"
+        )
+        .expect("headers");
+        let chunk = vec![b' '; 1024 * 1024];
+        let mut written = 0;
+        while written < total {
+            match conn.write_all(&chunk) {
+                Ok(()) => written += chunk.len(),
+                Err(_) => break,
+            }
+        }
+        let mut answer = String::new();
+        let _ = conn.read_to_string(&mut answer);
+        (written, answer)
+    })
+    .await
+    .expect("raw client");
+    assert_eq!(written, 64 * 1024 * 1024, "the server cut the upload short");
+    assert!(
+        answer.starts_with("HTTP/1.1 413") && answer.contains("payload_too_large"),
+        "{answer}"
+    );
+
     // Methods a route does not have: 405 with Allow, as JSON.
     for (method, path) in [
         (reqwest::Method::PUT, "/api/v2/health"),

@@ -285,6 +285,7 @@ fn with_middleware(router: Router<AppState>, state: AppState) -> Router {
     router
         // Body extractors enforce --max-body-bytes (axum's own default is 2 MiB).
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_oversized))
         .layer(middleware::from_fn(refuse_nul))
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_scope))
         .layer(middleware::from_fn(error::json_errors))
@@ -348,6 +349,47 @@ async fn refuse_nul(req: Request, next: Next) -> Response {
         }
     }
     next.run(req).await
+}
+
+/// How much of a refused oversized body is read and thrown away, at most,
+/// and for how long, before the `413` is sent.
+const LINGER_BYTES: u64 = 256 * 1024 * 1024;
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A body whose declared length is over `--max-body-bytes` is refused with
+/// `413` before any handler runs, after reading and discarding what the
+/// client keeps sending (bounded in bytes and time, as nginx's lingering
+/// close does): a client that writes its whole body before reading would
+/// otherwise get a broken pipe instead of the answer.
+async fn refuse_oversized(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+    let limit = state.config.max_body_bytes as u64;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let Some(declared) = declared.filter(|&n| n > limit) else {
+        return next.run(req).await;
+    };
+    let mut body = req.into_body();
+    let drain = async {
+        let mut read = 0u64;
+        while read < declared.min(LINGER_BYTES) {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    read += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+    error::AppError::PayloadTooLarge(format!(
+        "request body of {declared} bytes exceeds --max-body-bytes ({limit} bytes)"
+    ))
+    .into_response()
 }
 
 /// Percent-decodes bytes (invalid escapes are kept as they are).
