@@ -283,10 +283,13 @@ impl DeliveryManager {
         failed_on: &Arc<crate::plugins::Plugin>,
     ) -> Waited {
         let mut changes = self.plugins.subscribe_changes();
+        // A new version or configuration is a replacement; the same plugin
+        // moving from Winch to Cranelift code (it keeps its stats) is not,
+        // and must not cut a Retry-After short.
         let replaced = |this: &Self| {
             this.plugins
                 .get(name)
-                .is_some_and(|p| !Arc::ptr_eq(&p, failed_on))
+                .is_some_and(|p| !Arc::ptr_eq(&p.stats, &failed_on.stats))
         };
         let sleep = tokio::time::sleep(wait);
         tokio::pin!(sleep);
