@@ -25,6 +25,8 @@ pub enum Command {
     /// Plugin author tools: check, run, new.
     #[command(subcommand)]
     Plugin(crate::plugins::cli::PluginCommand),
+    /// Replay NDJSON event files (RHAPSODY checkpoint files) into a running Vigil.
+    Import(crate::import::ImportArgs),
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]

@@ -8,6 +8,7 @@ pub mod components;
 pub mod config;
 pub mod events;
 pub mod executions;
+pub mod import;
 pub mod metrics;
 pub mod plugins;
 pub mod retention;

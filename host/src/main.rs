@@ -43,26 +43,34 @@ async fn shutdown_signal() {
     }
 }
 
+/// Runs a client subcommand to completion on a fresh async runtime.
+fn run_tool<E: std::fmt::Display>(
+    work: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Plugin(command) => {
             init_logging(LogFormat::Text);
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: starting the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match runtime.block_on(vigil_host::plugins::cli::run(command)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            run_tool(vigil_host::plugins::cli::run(command))
         }
+        Command::Import(args) => run_tool(vigil_host::import::run(args)),
         Command::Serve(args) => {
             let config = match Config::resolve(*args) {
                 Ok(c) => c,

@@ -200,13 +200,21 @@ async fn items_with_wrong_types_are_rejected_naming_index_and_field(backend: Bac
 async fn non_finite_values_are_rejected(backend: Backend) {
     let f = Fixture::new(&backend, &[]).await;
     let c = f.comp.clone();
-    // Not JSON numbers at all: the JSON literal NaN / Infinity and an overflowing 1e400.
-    for literal in ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"] {
+    // Python's NaN / Infinity tokens are a gauge's right (see noetl.rs), not
+    // a counter's; an overflowing 1e400 is no number at all.
+    for (kind, literal) in [
+        ("counter", "NaN"),
+        ("counter", "Infinity"),
+        ("counter", "-Infinity"),
+        ("summary", "NaN"),
+        ("gauge", "1e400"),
+        ("gauge", "-1e400"),
+    ] {
         let body = format!(
-            r#"{{"component_name":"{c}","component_type":"worker_pool","metrics":[{{"metric_name":"x","metric_type":"gauge","metric_value":{literal}}}]}}"#
+            r#"{{"component_name":"{c}","component_type":"worker_pool","metrics":[{{"metric_name":"x","metric_type":"{kind}","metric_value":{literal}}}]}}"#
         );
         f.rejects_raw(
-            &format!("metric_value {literal}"),
+            &format!("{kind} metric_value {literal}"),
             &body,
             &["malformed_json", "invalid_report"],
         )

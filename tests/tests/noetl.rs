@@ -683,7 +683,245 @@ async fn ttl_rules_keep_samples_longer_or_shorter_and_cleanup_applies_them(backe
     }
 }
 
+/// A report body as Python's `json.dumps` writes it: the non-finite floats
+/// as the bare tokens `NaN`, `Infinity`, `-Infinity`.
+fn python_report(component: &str, items: &[(&str, &str, &str)]) -> String {
+    let metrics: Vec<String> = items
+        .iter()
+        .map(|(name, kind, value)| {
+            format!(
+                r#"{{"metric_name": "{name}", "metric_type": "{kind}", "metric_value": {value}, "labels": {{"host": "h1"}}}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"component_name": "{component}", "component_type": "worker_pool", "metrics": [{}]}}"#,
+        metrics.join(", ")
+    )
+}
+
+async fn post_text(server: &TestServer, body: String) -> (u16, Value) {
+    let resp = server
+        .client()
+        .post(server.url("/api/metrics/report"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("report");
+    status_json(resp).await
+}
+
+async fn non_finite_gauges_are_stored_exported_and_answered(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let mut server = TestServer::start(&db).await;
+    let component = unique("pool");
+    let (status, body) = post_text(
+        &server,
+        python_report(
+            &component,
+            &[
+                ("q_nan", "gauge", "NaN"),
+                ("q_inf", "gauge", "Infinity"),
+                ("q_neg", "gauge", "-Infinity"),
+                ("q_ok", "gauge", "2.5"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["metrics_inserted"], 4, "{body}");
+
+    // A counter (or histogram, summary) must stay finite; the whole report
+    // is refused and nothing of it stored.
+    for kind in ["counter", "histogram", "summary"] {
+        let (status, body) = post_text(
+            &server,
+            python_report(
+                &component,
+                &[("q_later", "gauge", "1"), ("c_bad", kind, "NaN")],
+            ),
+        )
+        .await;
+        assert_eq!(status, 400, "{kind}: {body}");
+        let details = body["error"]["details"].as_array().expect("details");
+        assert!(
+            details
+                .iter()
+                .any(|d| d["index"] == 1 && d["field"] == "metric_value"),
+            "{kind}: {body}"
+        );
+    }
+    // A string that only looks like a number is still not one.
+    let (status, body) = post_text(
+        &server,
+        python_report(&component, &[("q_str", "gauge", "\"NaN\"")]),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
+    let check = |text: &str, what: &str| {
+        let find = |name: &str| {
+            parse_exposition(text)
+                .into_iter()
+                .find(|s| s.name == name && s.label("component") == Some(component.as_str()))
+                .unwrap_or_else(|| panic!("{what}: no {name}:\n{text}"))
+                .value
+        };
+        assert!(find("q_nan").is_nan(), "{what}");
+        assert_eq!(find("q_inf"), f64::INFINITY, "{what}");
+        assert_eq!(find("q_neg"), f64::NEG_INFINITY, "{what}");
+        assert_eq!(find("q_ok"), 2.5, "{what}");
+        assert!(
+            !text.contains("q_later"),
+            "{what}: a refused report left a series"
+        );
+    };
+    let text = server.export().await;
+    check(&text, "text export");
+    promtool_check(&text).expect("promtool accepts NaN and ±Inf gauges");
+    check(&server.export_openmetrics().await, "OpenMetrics export");
+
+    // The JSON queries answer as Python writes them, or as strings.
+    let raw = server
+        .get(&format!(
+            "/api/v2/metrics/query?component_name={component}&metric_name=q_nan"
+        ))
+        .await
+        .text()
+        .await
+        .expect("body");
+    assert!(raw.contains(r#""metric_value":NaN"#), "{raw}");
+    for (name, want) in [
+        ("q_nan", "NaN"),
+        ("q_inf", "Infinity"),
+        ("q_neg", "-Infinity"),
+    ] {
+        let page = server
+            .query_page(&[
+                ("component_name", component.as_str()),
+                ("metric_name", name),
+                ("json", "strict"),
+            ])
+            .await;
+        assert_eq!(page["samples"][0]["metric_value"], want, "{page}");
+        let noetl = get_json(
+            &server,
+            &format!(
+                "/api/metrics/query?component_name={component}&metric_name={name}&json=strict"
+            ),
+        )
+        .await;
+        assert_eq!(noetl["metrics"][0]["metric_value"], want, "{noetl}");
+    }
+    let (status, body) = status_json(
+        server
+            .get(&format!(
+                "/api/v2/metrics/query?component_name={component}&json=loose"
+            ))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
+    // Stored, not only held in memory: after a SIGKILL and a restart (the
+    // latest values replayed from the samples) the export and the queries
+    // still give them.
+    server.kill();
+    server.restart().await;
+    check(&server.export().await, "export after restart");
+    let page = server
+        .query_page(&[("component_name", component.as_str()), ("json", "strict")])
+        .await;
+    let values: Vec<&Value> = page["samples"]
+        .as_array()
+        .expect("samples")
+        .iter()
+        .map(|s| &s["metric_value"])
+        .collect();
+    assert_eq!(values.len(), 4, "{page}");
+    assert!(
+        values.contains(&&json!("NaN")) && values.contains(&&json!(2.5)),
+        "{page}"
+    );
+}
+
+async fn reports_may_name_their_component_by_runtime_id(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let server = TestServer::start(&db).await;
+    let name = unique("server");
+    let (status, reg) = send(
+        &server,
+        "POST",
+        "/api/runtime/register",
+        &server_registration(&name, "http://localhost:8082/api", "node-0"),
+    )
+    .await;
+    assert_eq!(status, 200, "{reg}");
+    let id = reg["runtime_id"].as_i64().expect("runtime_id");
+    let metric =
+        |v: f64| json!([{"metric_name": "rid_gauge", "metric_type": "gauge", "metric_value": v}]);
+
+    // As a number, and (NoETL v1.0.0) as a string; it wins over a name.
+    for (body, value) in [
+        (json!({"runtime_id": id, "metrics": metric(1.0)}), 1.0),
+        (
+            json!({"runtime_id": id.to_string(), "metrics": metric(2.0)}),
+            2.0,
+        ),
+        (
+            json!({"runtime_id": id, "component_name": "someone-else", "metrics": metric(3.0)}),
+            3.0,
+        ),
+    ] {
+        let (status, answer) = send(&server, "POST", "/api/metrics/report", &body).await;
+        assert_eq!(status, 200, "{body}: {answer}");
+        assert_eq!(answer["runtime_id"], id, "{answer}");
+        let text = server.export().await;
+        assert_eq!(
+            expo_value(&text, "rid_gauge", &[("component", name.as_str())]),
+            value,
+            "{text}"
+        );
+    }
+    assert!(!server.export().await.contains("someone-else"));
+
+    // An id nobody has, a bad id, or neither id nor name: refused, nothing stored.
+    let (status, answer) = send(
+        &server,
+        "POST",
+        "/api/metrics/report",
+        &json!({"runtime_id": id + 1000, "metrics": metric(9.0)}),
+    )
+    .await;
+    assert_eq!(status, 404, "{answer}");
+    assert_eq!(answer["error"]["code"], "not_found", "{answer}");
+    for bad in [
+        json!({"runtime_id": "seven", "metrics": metric(9.0)}),
+        json!({"runtime_id": -3, "component_name": name, "metrics": metric(9.0)}),
+        json!({"metrics": metric(9.0)}),
+    ] {
+        let (status, answer) = send(&server, "POST", "/api/metrics/report", &bad).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+        let field = answer["error"]["details"][0]["field"]
+            .as_str()
+            .unwrap_or("");
+        assert!(
+            field == "runtime_id" || field == "component_name",
+            "{bad}: {answer}"
+        );
+    }
+    let text = server.export().await;
+    assert_eq!(
+        expo_value(&text, "rid_gauge", &[("component", name.as_str())]),
+        3.0,
+        "{text}"
+    );
+}
+
 backend_tests!(
+    non_finite_gauges_are_stored_exported_and_answered,
+    reports_may_name_their_component_by_runtime_id,
     ttl_rules_keep_samples_longer_or_shorter_and_cleanup_applies_them,
     refusals_of_what_would_break_the_export_say_what_to_rename_to,
     noetl_v0_2_0_worker_pool_registers_beats_reports_and_deregisters,

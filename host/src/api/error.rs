@@ -183,6 +183,9 @@ impl From<ReportError> for AppError {
             ReportError::TooManyItems { count, limit } => AppError::PayloadTooLarge(format!(
                 "{count} metrics in one report; the limit is {limit}"
             )),
+            ReportError::UnknownRuntimeId(id) => AppError::NotFound(format!(
+                "no component has runtime_id {id}; register it (POST /api/worker/pool/register or /api/runtime/register) or name it by component_name"
+            )),
         }
     }
 }

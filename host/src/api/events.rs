@@ -152,17 +152,7 @@ pub(crate) fn parse_query(raw: Option<&str>) -> Result<(EventQuery, NonFinite), 
                     .filter(|s| *s >= 0)
                     .ok_or_else(|| bad("`cursor` is not a cursor this server issued".into()))?
             }
-            "json" => {
-                style = match value.as_ref() {
-                    "python" => NonFinite::Python,
-                    "strict" => NonFinite::Strict,
-                    other => {
-                        return Err(bad(format!(
-                            "`json` must be `python` (NaN and Infinity as Python writes them) or `strict` (as strings), not `{other}`"
-                        )))
-                    }
-                }
-            }
+            "json" => style = NonFinite::from_param(&value).map_err(bad)?,
             other => {
                 return Err(bad(format!(
                     "unknown parameter `{other}`; use event_type, session_id, workflow_id, task_id, start, end, limit, cursor, json"

@@ -6,12 +6,14 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use axum::extract::{RawQuery, State};
-use axum::Json;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{AppError, ErrorBody};
 use super::AppState;
+use crate::events::json::{response_text, NonFinite};
 use crate::metrics::model::{self, format_ms, parse_time_str, MetricKind};
 use crate::store::{SampleQuery, StoredSample, StoredSeries};
 
@@ -23,6 +25,8 @@ pub struct QueriedSample {
     pub component_type: String,
     pub metric_name: String,
     pub metric_type: MetricKind,
+    /// A gauge may be `NaN` or `±Infinity`: written as Python writes them, or as strings with `json=strict`.
+    #[serde(serialize_with = "crate::events::json::serialize_f64")]
     pub metric_value: f64,
     /// RFC 3339.
     pub timestamp: String,
@@ -52,6 +56,8 @@ pub struct NoetlMetric {
     pub component_type: String,
     pub metric_name: String,
     pub metric_type: MetricKind,
+    /// A gauge may be `NaN` or `±Infinity`: written as Python writes them, or as strings with `json=strict`.
+    #[serde(serialize_with = "crate::events::json::serialize_f64")]
     pub metric_value: f64,
     /// Null when the metric has no labels (as NoETL).
     pub labels: Option<BTreeMap<String, String>>,
@@ -129,6 +135,8 @@ struct QueryParams {
     end_ms: Option<i64>,
     limit: u32,
     after_seq: i64,
+    /// How non-finite gauge values are written.
+    style: NonFinite,
 }
 
 const MAX_QUERY_LIMIT: u32 = 10_000;
@@ -144,6 +152,7 @@ fn parse_query(raw: Option<&str>, dialect: Dialect) -> Result<QueryParams, AppEr
         end_ms: None,
         limit: 1000,
         after_seq: 0,
+        style: NonFinite::Python,
     };
     let time = |key: &str, v: &str| {
         parse_time_str(v).map_err(|e| AppError::InvalidQuery(format!("`{key}`: {e}")))
@@ -184,6 +193,9 @@ fn parse_query(raw: Option<&str>, dialect: Dialect) -> Result<QueryParams, AppEr
                         ))
                     })?
             }
+            ("json", _) => {
+                p.style = NonFinite::from_param(&value).map_err(AppError::InvalidQuery)?
+            }
             ("cursor", Dialect::Vigil) => {
                 p.after_seq = value
                     .parse::<i64>()
@@ -193,12 +205,12 @@ fn parse_query(raw: Option<&str>, dialect: Dialect) -> Result<QueryParams, AppEr
             }
             (other, Dialect::Vigil) => {
                 return Err(AppError::InvalidQuery(format!(
-                    "unknown parameter `{other}`; use component_name, metric_name, metric_type, label, start, end, limit, cursor"
+                    "unknown parameter `{other}`; use component_name, metric_name, metric_type, label, start, end, limit, cursor, json"
                 )))
             }
             (other, Dialect::Noetl) => {
                 return Err(AppError::InvalidQuery(format!(
-                    "unknown parameter `{other}`; use runtime_id, component_name, metric_name, metric_type, start_time, end_time, limit, label"
+                    "unknown parameter `{other}`; use runtime_id, component_name, metric_name, metric_type, start_time, end_time, limit, label, json"
                 )))
             }
         }
@@ -299,6 +311,15 @@ async fn find(state: &AppState, p: &QueryParams, newest_first: bool) -> Result<F
     Ok(Found { rows, series })
 }
 
+/// A JSON answer with non-finite gauge values in the asked style.
+fn json_answer<T: Serialize>(answer: &T, style: NonFinite) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        response_text(answer, style),
+    )
+        .into_response()
+}
+
 /// Decodes each series' labels once.
 struct LabelCache(HashMap<i64, BTreeMap<String, String>>);
 
@@ -311,7 +332,7 @@ impl LabelCache {
     }
 }
 
-async fn run_query(state: &AppState, raw: Option<String>) -> Result<Json<QueryPage>, AppError> {
+async fn run_query(state: &AppState, raw: Option<String>) -> Result<Response, AppError> {
     let p = parse_query(raw.as_deref(), Dialect::Vigil)?;
     let Found { rows, series } = find(state, &p, false).await?;
     let next_cursor = (rows.len() == p.limit as usize)
@@ -336,10 +357,13 @@ async fn run_query(state: &AppState, raw: Option<String>) -> Result<Json<QueryPa
             })
         })
         .collect();
-    Ok(Json(QueryPage {
-        samples,
-        next_cursor,
-    }))
+    Ok(json_answer(
+        &QueryPage {
+            samples,
+            next_cursor,
+        },
+        p.style,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/metrics/query", tag = "metrics",
@@ -351,7 +375,8 @@ async fn run_query(state: &AppState, raw: Option<String>) -> Result<Json<QueryPa
         ("start_time" = Option<String>, Query, description = "Inclusive start, ISO 8601 / RFC 3339 or unix seconds"),
         ("end_time" = Option<String>, Query, description = "Inclusive end, ISO 8601 / RFC 3339 or unix seconds"),
         ("limit" = Option<u32>, Query, description = "At most this many rows, 1 to 10000 (default 1000)"),
-        ("label" = Option<Vec<String>>, Query, description = "Repeatable label matcher NAME=VALUE or NAME!=VALUE")),
+        ("label" = Option<Vec<String>>, Query, description = "Repeatable label matcher NAME=VALUE or NAME!=VALUE"),
+        ("json" = Option<String>, Query, description = "`python` (default: a NaN or ±Inf gauge as Python's json writes it) or `strict` (as strings)")),
     responses(
         (status = 200, description = "Matching samples, newest first, as NoETL answers", body = NoetlQueryAnswer),
         (status = 400, description = "Invalid parameter", body = ErrorBody)),
@@ -359,7 +384,7 @@ async fn run_query(state: &AppState, raw: Option<String>) -> Result<Json<QueryPa
 pub async fn query(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<NoetlQueryAnswer>, AppError> {
+) -> Result<Response, AppError> {
     let p = parse_query(raw.as_deref(), Dialect::Noetl)?;
     let Found { rows, series } = find(&state, &p, true).await?;
     let mut runtime_ids: HashMap<String, Option<i64>> = HashMap::new();
@@ -396,11 +421,14 @@ pub async fn query(
             created_at: None,
         });
     }
-    Ok(Json(NoetlQueryAnswer {
-        count: metrics.len(),
-        metrics,
-        limit: p.limit,
-    }))
+    Ok(json_answer(
+        &NoetlQueryAnswer {
+            count: metrics.len(),
+            metrics,
+            limit: p.limit,
+        },
+        p.style,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v2/metrics/query", tag = "metrics",
@@ -412,7 +440,8 @@ pub async fn query(
         ("start" = Option<String>, Query, description = "Inclusive start, RFC 3339 or unix seconds"),
         ("end" = Option<String>, Query, description = "Exclusive end, RFC 3339 or unix seconds"),
         ("limit" = Option<u32>, Query, description = "Page size, 1 to 10000 (default 1000)"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("json" = Option<String>, Query, description = "`python` (default: a NaN or ±Inf gauge as Python's json writes it) or `strict` (as strings)")),
     responses(
         (status = 200, description = "Samples in ingest order", body = QueryPage),
         (status = 400, description = "Invalid parameter", body = ErrorBody)),
@@ -420,6 +449,6 @@ pub async fn query(
 pub async fn query_v2(
     State(state): State<AppState>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<QueryPage>, AppError> {
+) -> Result<Response, AppError> {
     run_query(&state, raw).await
 }

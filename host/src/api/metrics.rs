@@ -58,7 +58,25 @@ async fn ingest(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ReportAccepted>, AppError> {
     let body = body_or_413(body, state.config.max_body_bytes)?;
-    let report = model::parse_report(&body, state.config.max_items_per_request, now_ms())?;
+    let limit = state.config.max_items_per_request;
+    let name_of = |id| state.components.name_of(id);
+    let report = match model::parse_report(&body, limit, now_ms(), &name_of) {
+        // A component another replica registered: look in the store, then again.
+        Err(model::ReportError::UnknownRuntimeId(id)) => {
+            let stored = state.store.list_components().await?;
+            let name = stored
+                .iter()
+                .find(|c| c.runtime_id == id)
+                .map(|c| c.name.clone());
+            for c in &stored {
+                state.components.stored(c);
+            }
+            model::parse_report(&body, limit, now_ms(), &|asked| {
+                (asked == id).then(|| name.clone()).flatten()
+            })?
+        }
+        other => other?,
+    };
     submit(state, report).await.map(Json)
 }
 
@@ -85,6 +103,7 @@ async fn submit(state: &AppState, report: PreparedReport) -> Result<ReportAccept
     responses(
         (status = 200, description = "Every metric committed", body = ReportAccepted),
         (status = 400, description = "Malformed JSON or invalid items; nothing stored", body = ErrorBody),
+        (status = 404, description = "No component has the report's runtime_id", body = ErrorBody),
         (status = 413, description = "Body or item count over the limit", body = ErrorBody),
         (status = 422, description = "Unknown component with --strict-components", body = ErrorBody)),
     security(("bearer" = [])))]
@@ -100,6 +119,7 @@ pub async fn report(
     responses(
         (status = 200, description = "Every metric committed", body = ReportAccepted),
         (status = 400, description = "Malformed JSON or invalid items; nothing stored", body = ErrorBody),
+        (status = 404, description = "No component has the report's runtime_id", body = ErrorBody),
         (status = 413, description = "Body or item count over the limit", body = ErrorBody),
         (status = 422, description = "Unknown component with --strict-components", body = ErrorBody)),
     security(("bearer" = [])))]

@@ -28,6 +28,19 @@ pub enum NonFinite {
     Strict,
 }
 
+impl NonFinite {
+    /// The `json` query parameter: `python` or `strict`.
+    pub fn from_param(value: &str) -> Result<NonFinite, String> {
+        match value {
+            "python" => Ok(NonFinite::Python),
+            "strict" => Ok(NonFinite::Strict),
+            other => Err(format!(
+                "`json` must be `python` (NaN and Infinity as Python writes them) or `strict` (as strings), not `{other}`"
+            )),
+        }
+    }
+}
+
 /// The number a marker string stands for.
 pub fn marker_value(s: &str) -> Option<f64> {
     match s {
@@ -92,6 +105,62 @@ pub fn mark_non_finite(input: &[u8]) -> Cow<'_, [u8]> {
             Cow::Owned(o)
         }
     }
+}
+
+/// The marker string of a non-finite number (`None` for a finite one).
+pub fn marker_of(v: f64) -> Option<&'static str> {
+    if v.is_nan() {
+        Some(NAN_MARK)
+    } else if v == f64::INFINITY {
+        Some(INF_MARK)
+    } else if v == f64::NEG_INFINITY {
+        Some(NEG_INF_MARK)
+    } else {
+        None
+    }
+}
+
+/// Deserializes a number, or the marker string [`mark_non_finite`] made of
+/// `NaN`, `Infinity` or `-Infinity`. Any other string is refused.
+pub fn deserialize_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    struct Number;
+    impl serde::de::Visitor<'_> for Number {
+        type Value = f64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number (NaN, Infinity and -Infinity as Python writes them)")
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<f64, E> {
+            marker_value(v).ok_or_else(|| E::invalid_type(serde::de::Unexpected::Str(v), &self))
+        }
+    }
+    d.deserialize_any(Number)
+}
+
+/// Serializes a number; a non-finite one as its marker string, which
+/// [`write_value`] writes out in the chosen style.
+pub fn serialize_f64<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    match marker_of(*v) {
+        Some(mark) => s.serialize_str(mark),
+        None => s.serialize_f64(*v),
+    }
+}
+
+/// A JSON answer whose numbers may be non-finite (fields serialized with
+/// [`serialize_f64`]), written in the given style.
+pub fn response_text<T: serde::Serialize>(v: &T, style: NonFinite) -> String {
+    let value = serde_json::to_value(v).unwrap_or(Value::Null);
+    let mut out = String::new();
+    write_value(&mut out, &value, style);
+    out
 }
 
 /// Writes `v` as JSON text, markers in the given style.

@@ -80,9 +80,34 @@ impl ItemError {
     }
 }
 
+/// `runtime_id` as NoETL's clients send it: a number, or (v1.0.0) a string of one.
+fn runtime_id_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => n
+            .as_i64()
+            .filter(|id| *id > 0)
+            .map(Some)
+            .ok_or_else(|| D::Error::custom("runtime_id must be a positive whole number")),
+        Some(serde_json::Value::String(s)) => s
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(Some)
+            .ok_or_else(|| D::Error::custom("runtime_id must be a positive whole number")),
+        Some(_) => Err(D::Error::custom(
+            "runtime_id must be a positive whole number",
+        )),
+    }
+}
+
 /// Why a report body was refused as a whole.
 #[derive(Debug)]
 pub enum ReportError {
+    /// The report names its component by a `runtime_id` no component has.
+    UnknownRuntimeId(i64),
     /// The body is not JSON at all.
     MalformedJson(String),
     /// JSON, but at least one item or field is invalid.
@@ -94,8 +119,14 @@ pub enum ReportError {
 /// A metric report as sent by workers (NoETL format).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct MetricReport {
+    /// Numeric id of a registered component (NoETL's; a number or a numeric
+    /// string). Wins over `component_name`; one of the two is required.
+    #[serde(default, deserialize_with = "runtime_id_value")]
+    #[schema(value_type = Option<i64>)]
+    pub runtime_id: Option<i64>,
     /// Name of the reporting component, e.g. `worker-cpu-01`.
-    pub component_name: String,
+    #[serde(default)]
+    pub component_name: Option<String>,
     /// Kind of component, e.g. `worker_pool` (NoETL v1.0.0 servers send it as `kind`).
     #[serde(default, alias = "kind")]
     pub component_type: Option<String>,
@@ -108,6 +139,9 @@ pub struct ReportedMetric {
     pub metric_name: String,
     /// counter, gauge, histogram or summary.
     pub metric_type: String,
+    /// A number; a gauge may also be `NaN`, `Infinity` or `-Infinity` as
+    /// Python's `json.dumps` writes them.
+    #[serde(deserialize_with = "crate::events::json::deserialize_f64")]
     pub metric_value: f64,
     /// RFC 3339; a timestamp without offset is taken as UTC; unix seconds also accepted. Default: now.
     #[serde(default)]
@@ -328,11 +362,17 @@ pub fn format_ms(ms: i64) -> String {
 }
 
 /// Parses and validates a report body. Every bad item is listed; nothing is partial.
+///
+/// `name_of` names the component of a `runtime_id` (the registry's lookup).
 pub fn parse_report(
     body: &[u8],
     max_items: usize,
     now_ms: i64,
+    name_of: &dyn Fn(i64) -> Option<String>,
 ) -> Result<PreparedReport, ReportError> {
+    // `NaN`, `Infinity` and `-Infinity` as Python writes them (a gauge may be one).
+    let body = crate::events::json::mark_non_finite(body);
+    let body: &[u8] = &body;
     match serde_json::from_slice::<MetricReport>(body) {
         Ok(report) => {
             if report.metrics.len() > max_items {
@@ -341,7 +381,12 @@ pub fn parse_report(
                     limit: max_items,
                 });
             }
-            prepare(report, now_ms).map_err(ReportError::Invalid)
+            let component = match (report.runtime_id, &report.component_name) {
+                (Some(id), _) => Some(name_of(id).ok_or(ReportError::UnknownRuntimeId(id))?),
+                (None, Some(name)) => Some(name.clone()),
+                (None, None) => None,
+            };
+            prepare(component, report, now_ms).map_err(ReportError::Invalid)
         }
         Err(typed_err) => {
             // Slow path, only for bad bodies: find every offending item and field.
@@ -364,11 +409,27 @@ pub fn parse_report(
     }
 }
 
-fn prepare(report: MetricReport, now_ms: i64) -> Result<PreparedReport, Vec<ItemError>> {
+fn prepare(
+    component: Option<String>,
+    report: MetricReport,
+    now_ms: i64,
+) -> Result<PreparedReport, Vec<ItemError>> {
     let mut errors = Vec::new();
-    if let Err(reason) = check_component_field(&report.component_name) {
-        errors.push(ItemError::top("component_name", reason));
-    }
+    let component = match component {
+        Some(name) => {
+            if let Err(reason) = check_component_field(&name) {
+                errors.push(ItemError::top("component_name", reason));
+            }
+            name
+        }
+        None => {
+            errors.push(ItemError::top(
+                "component_name",
+                "missing: give component_name (or the runtime_id of a registered component)",
+            ));
+            String::new()
+        }
+    };
     let component_type = report
         .component_type
         .unwrap_or_else(|| "unknown".to_string());
@@ -383,11 +444,7 @@ fn prepare(report: MetricReport, now_ms: i64) -> Result<PreparedReport, Vec<Item
         }
     }
     if errors.is_empty() {
-        Ok(PreparedReport::new(
-            report.component_name,
-            component_type,
-            metrics,
-        ))
+        Ok(PreparedReport::new(component, component_type, metrics))
     } else {
         Err(errors)
     }
@@ -431,11 +488,11 @@ fn prepare_metric(
             ),
         ));
     }
-    if !m.metric_value.is_finite() {
+    if !m.metric_value.is_finite() && kind != Some(MetricKind::Gauge) {
         errors.push(ItemError::item(
             index,
             "metric_value",
-            "must be a finite number",
+            "must be a finite number (only a gauge may be NaN or ±Infinity)",
         ));
     } else if kind == Some(MetricKind::Counter) && m.metric_value < 0.0 {
         errors.push(ItemError::item(
@@ -620,7 +677,19 @@ fn diagnose(
             }
         }
         Some(_) => errors.push(ItemError::top("component_name", "expected a string")),
-        None => errors.push(ItemError::top("component_name", "missing")),
+        None if obj.get("runtime_id").is_some_and(|v| !v.is_null()) => {}
+        None => errors.push(ItemError::top(
+            "component_name",
+            "missing: give component_name (or the runtime_id of a registered component)",
+        )),
+    }
+    match obj.get("runtime_id") {
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            if let Err(e) = runtime_id_value(v.clone()) {
+                errors.push(ItemError::top("runtime_id", e.to_string()));
+            }
+        }
     }
     match obj.get("component_type") {
         None | Some(Value::Null) | Some(Value::String(_)) => {}
@@ -661,6 +730,7 @@ fn diagnose_item(index: usize, item: &serde_json::Value, now_ms: i64, errors: &m
     expect_string("unit", false, errors);
     match obj.get("metric_value") {
         Some(Value::Number(_)) => {}
+        Some(Value::String(s)) if crate::events::json::marker_value(s).is_some() => {}
         Some(Value::String(s)) => errors.push(ItemError::item(
             index,
             "metric_value",
@@ -764,7 +834,7 @@ mod tests {
             {"metric_name":"1bad","metric_type":"gauge","metric_value":1},
             {"metric_name":"x","metric_type":"meter","metric_value":"NaN"},
             {"metric_name":"c","metric_type":"counter","metric_value":-1}]}"#;
-        let Err(ReportError::Invalid(errors)) = parse_report(body, 100, 0) else {
+        let Err(ReportError::Invalid(errors)) = parse_report(body, 100, 0, &|_| None) else {
             panic!("expected invalid");
         };
         let got: Vec<_> = errors.iter().map(|e| (e.index, e.field.as_str())).collect();
@@ -782,7 +852,7 @@ mod tests {
     fn histogram_bucket_label_becomes_bounds() {
         let body = br#"{"component_name":"w","metrics":[
             {"metric_name":"lat","metric_type":"histogram","metric_value":0.3,"labels":{"le":"0.1,0.5,1,+Inf","path":"/"}}]}"#;
-        let report = parse_report(body, 100, 0).unwrap();
+        let report = parse_report(body, 100, 0, &|_| None).unwrap();
         let m = &report.metrics[0];
         assert_eq!(m.bounds.as_deref(), Some(&[0.1, 0.5, 1.0][..]));
         assert_eq!(m.labels.len(), 1);

@@ -161,7 +161,8 @@ fn input_samples(value: serde_json::Value) -> Result<Vec<LogSample>, String> {
     let now = chrono::Utc::now().timestamp_millis();
     if value.get("metrics").is_some() {
         let body = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
-        let report = parse_report(&body, usize::MAX, now).map_err(|e| format!("{e:?}"))?;
+        let report =
+            parse_report(&body, usize::MAX, now, &|_| None).map_err(|e| format!("{e:?}"))?;
         return Ok(report
             .metrics
             .into_iter()

@@ -624,7 +624,8 @@ pub(crate) struct SampleRecord {
     seq: i64,
     series_id: i64,
     ts: i64,
-    value: f64,
+    /// NULL only on SQLite, for a NaN (which SQLite's REAL cannot hold).
+    value: Option<f64>,
 }
 
 impl From<SampleRecord> for StoredSample {
@@ -633,7 +634,7 @@ impl From<SampleRecord> for StoredSample {
             seq: r.seq,
             series_id: r.series_id,
             ts_ms: r.ts,
-            value: r.value,
+            value: r.value.unwrap_or(f64::NAN),
         }
     }
 }

@@ -210,10 +210,14 @@ async fn insert_samples(
             let (chunk, tail) = rest.split_at(size);
             let mut q = sqlx::query(&sql);
             for row in chunk {
-                q = q
-                    .bind(resolve(row.series, ids))
-                    .bind(row.ts_ms)
-                    .bind(row.value);
+                q = q.bind(resolve(row.series, ids)).bind(row.ts_ms);
+                // SQLite has no NaN in REAL (it would store NULL): a NaN
+                // gauge is kept as the text `NaN`, read as NULL by `NULLIF(value, 'NaN')`.
+                q = if row.value.is_nan() {
+                    q.bind("NaN")
+                } else {
+                    q.bind(row.value)
+                };
             }
             let done = q.execute(&mut **tx).await.context("appending samples")?;
             last_seq = done.last_insert_rowid();
@@ -371,7 +375,7 @@ impl Store for SqliteStore {
     async fn latest_after(&self, seq: i64) -> Result<Vec<LatestValue>, StoreError> {
         // SQLite takes the bare columns from the row holding MAX(seq).
         let rows = sqlx::query(
-            "SELECT series_id, value, ts, MAX(seq) AS seq FROM samples WHERE seq > ? GROUP BY series_id",
+            "SELECT series_id, NULLIF(value, 'NaN') AS value, ts, MAX(seq) AS seq FROM samples WHERE seq > ? GROUP BY series_id",
         )
         .bind(seq)
         .fetch_all(&self.pool)
@@ -381,7 +385,7 @@ impl Store for SqliteStore {
             .iter()
             .map(|r| LatestValue {
                 series_id: r.get("series_id"),
-                value: r.get("value"),
+                value: r.get::<Option<f64>, _>("value").unwrap_or(f64::NAN),
                 ts_ms: r.get("ts"),
             })
             .collect())
@@ -393,7 +397,7 @@ impl Store for SqliteStore {
         since_ms: i64,
     ) -> Result<Vec<StoredSample>, StoreError> {
         let rows: Vec<SampleRecord> = sqlx::query_as(
-            "SELECT seq, series_id, ts, value FROM samples
+            "SELECT seq, series_id, ts, NULLIF(value, 'NaN') AS value FROM samples
              WHERE series_id IN (SELECT value FROM json_each(?)) AND ts >= ? ORDER BY seq",
         )
         .bind(ids_json(series_ids))
@@ -428,7 +432,9 @@ impl Store for SqliteStore {
     }
 
     async fn query_samples(&self, q: &SampleQuery) -> Result<Vec<StoredSample>, StoreError> {
-        let mut sql = String::from("SELECT seq, series_id, ts, value FROM samples WHERE seq > ?");
+        let mut sql = String::from(
+            "SELECT seq, series_id, ts, NULLIF(value, 'NaN') AS value FROM samples WHERE seq > ?",
+        );
         if q.series_ids.is_some() {
             sql.push_str(" AND series_id IN (SELECT value FROM json_each(?))");
         }
@@ -654,7 +660,7 @@ impl Store for SqliteStore {
         // other fields.
         let rows = sqlx::query(
             "SELECT * FROM (
-               SELECT s.seq, 0 AS is_event, s.ts, s.value, r.component, r.metric_name,
+               SELECT s.seq, 0 AS is_event, s.ts, NULLIF(s.value, 'NaN'), r.component, r.metric_name,
                       r.metric_type, r.labels, NULL AS workflow_id, NULL AS task_id,
                       NULL AS backend, NULL AS received_at, NULL AS execution_id,
                       NULL AS source_id, NULL AS project_module
@@ -681,7 +687,7 @@ impl Store for SqliteStore {
                 samples.push(LogSample {
                     seq: r.get(0),
                     ts_ms: r.get(2),
-                    value: r.get(3),
+                    value: r.get::<Option<f64>, _>(3).unwrap_or(f64::NAN),
                     component: r.get(4),
                     metric_name: r.get(5),
                     kind: super::parse_kind(r.get::<&str, _>(6)),
