@@ -86,7 +86,7 @@ fn insert_events_sql(rows: usize) -> String {
         }
         sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?)");
     }
-    sql.push_str(" ON CONFLICT (event_id) DO NOTHING RETURNING seq, event_id");
+    sql.push_str(" ON CONFLICT (event_id) DO NOTHING");
     sql
 }
 
@@ -117,7 +117,11 @@ pub(super) async fn insert_events(
         ));
     };
     let first = top - events.len() as i64 + 1;
-    let mut inserted = std::collections::HashMap::with_capacity(events.len());
+    // Event i gets seq first + i, or None when its id was stored already.
+    // Without RETURNING: sqlx hands each returned row across threads one at
+    // a time, which cost more than the insert. A chunk that inserted fewer
+    // rows than it holds is looked up by its seqs (only duplicates do that).
+    let mut seqs = Vec::with_capacity(events.len());
     let mut done = 0;
     for size in EVENT_CHUNKS {
         let sql = insert_events_sql(size);
@@ -139,13 +143,30 @@ pub(super) async fn insert_events(
                     .bind(&e.body)
                     .bind(received_ms);
             }
-            for row in q.fetch_all(&mut **tx).await.context("appending events")? {
-                inserted.insert(row.get::<String, _>(1), row.get::<i64, _>(0));
+            let (lo, hi) = (first + done as i64, first + (done + size) as i64 - 1);
+            let stored = q
+                .execute(&mut **tx)
+                .await
+                .context("appending events")?
+                .rows_affected();
+            if stored == size as u64 {
+                seqs.extend((lo..=hi).map(Some));
+            } else {
+                let kept: std::collections::HashSet<i64> =
+                    sqlx::query_scalar("SELECT seq FROM events WHERE seq BETWEEN ? AND ?")
+                        .bind(lo)
+                        .bind(hi)
+                        .fetch_all(&mut **tx)
+                        .await
+                        .context("finding the events stored")?
+                        .into_iter()
+                        .collect();
+                seqs.extend((lo..=hi).map(|seq| kept.contains(&seq).then_some(seq)));
             }
             done += size;
         }
     }
-    Ok(super::assign_event_seqs(events, inserted))
+    Ok(seqs)
 }
 
 /// Sample rows per multi-row INSERT, largest first; every size is a cached statement.
@@ -153,6 +174,12 @@ const CHUNKS: [usize; 4] = [256, 32, 4, 1];
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The one connection group commits use. SQLite drops a connection's
+    /// page cache when another connection has written since its last
+    /// transaction, so commits spread over the pool's connections would each
+    /// start cold (re-reading the index pages they are about to change);
+    /// its own commits leave this connection's cache warm.
+    writer: SqlitePool,
 }
 
 impl SqliteStore {
@@ -166,15 +193,31 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             // 64 MiB page cache per connection (the default is 2 MiB).
             .pragma("cache_size", "-65536")
+            // Statement journals (a multi-row INSERT that may stop half-way
+            // keeps one) in memory, not in a temporary file per statement.
+            .pragma("temp_store", "memory")
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .context("opening the SQLite database")?;
         sqlx::migrate!("../migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        // The writer checkpoints when the WAL holds 4,000 pages (16 MiB;
+        // SQLite's default is 1,000): the index pages every commit touches
+        // are copied back once per checkpoint, so fewer, larger checkpoints
+        // copy less in all, and the WAL stays bounded.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.pragma("wal_autocheckpoint", "4000"))
+            .await
+            .context("opening the SQLite writer connection")?;
+        Ok(SqliteStore { pool, writer })
     }
 
     fn insert_sql(rows: usize) -> String {
@@ -287,7 +330,7 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, batch: &WriteBatch) -> Result<Committed, StoreError> {
-        let mut tx = self.pool.begin().await.context("beginning a write")?;
+        let mut tx = self.writer.begin().await.context("beginning a write")?;
         let ids = insert_series(&mut tx, &batch.new_series).await?;
         let last_seq = insert_samples(&mut tx, &batch.samples, &ids).await?;
         for (series, state) in &batch.states {
