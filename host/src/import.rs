@@ -52,18 +52,12 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, a: &Answer) {
-        self.accepted += a.accepted;
-        self.duplicates += a.duplicates;
-        for (section, n) in &a.skipped {
-            *self.skipped.entry(section.clone()).or_default() += n;
-        }
-    }
-    fn merge(&mut self, other: &Totals) {
-        self.lines += other.lines;
-        self.accepted += other.accepted;
-        self.duplicates += other.duplicates;
-        for (section, n) in &other.skipped {
+    /// Adds counts (and, for a file's totals, its lines) to these.
+    fn add(&mut self, lines: u64, accepted: u64, duplicates: u64, skipped: &BTreeMap<String, u64>) {
+        self.lines += lines;
+        self.accepted += accepted;
+        self.duplicates += duplicates;
+        for (section, n) in skipped {
             *self.skipped.entry(section.clone()).or_default() += n;
         }
     }
@@ -201,7 +195,7 @@ async fn import_file(
                         totals.lines
                     )
                 })?;
-            totals.add(&answer);
+            totals.add(0, answer.accepted, answer.duplicates, &answer.skipped);
             in_batch = 0;
             first_line = totals.lines + 1;
         }
@@ -222,7 +216,7 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
     for f in &files {
         let t = import_file(&client, &args, f).await?;
         println!("{}: {}", f.display(), t.describe());
-        all.merge(&t);
+        all.add(t.lines, t.accepted, t.duplicates, &t.skipped);
     }
     if files.len() > 1 {
         println!("total: {}", all.describe());

@@ -61,19 +61,13 @@ async fn ingest(
     let limit = state.config.max_items_per_request;
     let name_of = |id| state.components.name_of(id);
     let report = match model::parse_report(&body, limit, now_ms(), &name_of) {
-        // A component another replica registered: look in the store, then again.
-        Err(model::ReportError::UnknownRuntimeId(id)) => {
-            let stored = state.store.list_components().await?;
-            let name = stored
-                .iter()
-                .find(|c| c.runtime_id == id)
-                .map(|c| c.name.clone());
-            for c in &stored {
+        // Perhaps a component another replica registered: learn the
+        // registry from the store, then parse again.
+        Err(model::ReportError::UnknownRuntimeId(_)) => {
+            for c in &state.store.list_components().await? {
                 state.components.stored(c);
             }
-            model::parse_report(&body, limit, now_ms(), &|asked| {
-                (asked == id).then(|| name.clone()).flatten()
-            })?
+            model::parse_report(&body, limit, now_ms(), &name_of)?
         }
         other => other?,
     };

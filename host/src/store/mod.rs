@@ -628,13 +628,19 @@ pub(crate) struct SampleRecord {
     value: Option<f64>,
 }
 
+/// A stored sample value as read back: SQLite reads a NaN as NULL (see
+/// `sample_value!` in `sqlite.rs`); PostgreSQL never returns one.
+pub(crate) fn stored_value(v: Option<f64>) -> f64 {
+    v.unwrap_or(f64::NAN)
+}
+
 impl From<SampleRecord> for StoredSample {
     fn from(r: SampleRecord) -> Self {
         StoredSample {
             seq: r.seq,
             series_id: r.series_id,
             ts_ms: r.ts,
-            value: r.value.unwrap_or(f64::NAN),
+            value: stored_value(r.value),
         }
     }
 }

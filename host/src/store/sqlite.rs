@@ -169,6 +169,15 @@ pub(super) async fn insert_events(
     Ok(seqs)
 }
 
+/// How a sample's value is selected: SQLite's REAL has no NaN, so a NaN
+/// gauge is stored as the text `NaN` and read back as NULL
+/// (`super::stored_value` turns it into NaN again).
+macro_rules! sample_value {
+    ($col:literal) => {
+        concat!("NULLIF(", $col, ", 'NaN')")
+    };
+}
+
 /// Sample rows per multi-row INSERT, largest first; every size is a cached statement.
 const CHUNKS: [usize; 4] = [256, 32, 4, 1];
 
@@ -255,7 +264,7 @@ async fn insert_samples(
             for row in chunk {
                 q = q.bind(resolve(row.series, ids)).bind(row.ts_ms);
                 // SQLite has no NaN in REAL (it would store NULL): a NaN
-                // gauge is kept as the text `NaN`, read as NULL by `NULLIF(value, 'NaN')`.
+                // gauge is kept as the text `NaN` (see `sample_value!`).
                 q = if row.value.is_nan() {
                     q.bind("NaN")
                 } else {
@@ -417,9 +426,11 @@ impl Store for SqliteStore {
 
     async fn latest_after(&self, seq: i64) -> Result<Vec<LatestValue>, StoreError> {
         // SQLite takes the bare columns from the row holding MAX(seq).
-        let rows = sqlx::query(
-            "SELECT series_id, NULLIF(value, 'NaN') AS value, ts, MAX(seq) AS seq FROM samples WHERE seq > ? GROUP BY series_id",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT series_id, ",
+            sample_value!("value"),
+            " AS value, ts, MAX(seq) AS seq FROM samples WHERE seq > ? GROUP BY series_id"
+        ))
         .bind(seq)
         .fetch_all(&self.pool)
         .await
@@ -428,7 +439,7 @@ impl Store for SqliteStore {
             .iter()
             .map(|r| LatestValue {
                 series_id: r.get("series_id"),
-                value: r.get::<Option<f64>, _>("value").unwrap_or(f64::NAN),
+                value: super::stored_value(r.get("value")),
                 ts_ms: r.get("ts"),
             })
             .collect())
@@ -439,10 +450,12 @@ impl Store for SqliteStore {
         series_ids: &[i64],
         since_ms: i64,
     ) -> Result<Vec<StoredSample>, StoreError> {
-        let rows: Vec<SampleRecord> = sqlx::query_as(
-            "SELECT seq, series_id, ts, NULLIF(value, 'NaN') AS value FROM samples
-             WHERE series_id IN (SELECT value FROM json_each(?)) AND ts >= ? ORDER BY seq",
-        )
+        let rows: Vec<SampleRecord> = sqlx::query_as(concat!(
+            "SELECT seq, series_id, ts, ",
+            sample_value!("value"),
+            " AS value FROM samples
+             WHERE series_id IN (SELECT value FROM json_each(?)) AND ts >= ? ORDER BY seq"
+        ))
         .bind(ids_json(series_ids))
         .bind(since_ms)
         .fetch_all(&self.pool)
@@ -475,9 +488,11 @@ impl Store for SqliteStore {
     }
 
     async fn query_samples(&self, q: &SampleQuery) -> Result<Vec<StoredSample>, StoreError> {
-        let mut sql = String::from(
-            "SELECT seq, series_id, ts, NULLIF(value, 'NaN') AS value FROM samples WHERE seq > ?",
-        );
+        let mut sql = String::from(concat!(
+            "SELECT seq, series_id, ts, ",
+            sample_value!("value"),
+            " AS value FROM samples WHERE seq > ?"
+        ));
         if q.series_ids.is_some() {
             sql.push_str(" AND series_id IN (SELECT value FROM json_each(?))");
         }
@@ -701,9 +716,11 @@ impl Store for SqliteStore {
         // (ts, value, component, metric_name, metric_type, labels); event rows
         // (-, event_ts, event_id, event_type, session_id, body) and their
         // other fields.
-        let rows = sqlx::query(
+        let rows = sqlx::query(concat!(
             "SELECT * FROM (
-               SELECT s.seq, 0 AS is_event, s.ts, NULLIF(s.value, 'NaN'), r.component, r.metric_name,
+               SELECT s.seq, 0 AS is_event, s.ts, ",
+            sample_value!("s.value"),
+            ", r.component, r.metric_name,
                       r.metric_type, r.labels, NULL AS workflow_id, NULL AS task_id,
                       NULL AS backend, NULL AS received_at, NULL AS execution_id,
                       NULL AS source_id, NULL AS project_module
@@ -714,8 +731,8 @@ impl Store for SqliteStore {
                SELECT seq, 1, 0, event_ts, event_id, event_type, session_id, body,
                       workflow_id, task_id, backend, received_at, execution_id, source_id,
                       project_module
-               FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2)",
-        )
+               FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2)"
+        ))
         .bind(seq)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -730,7 +747,7 @@ impl Store for SqliteStore {
                 samples.push(LogSample {
                     seq: r.get(0),
                     ts_ms: r.get(2),
-                    value: r.get::<Option<f64>, _>(3).unwrap_or(f64::NAN),
+                    value: super::stored_value(r.get(3)),
                     component: r.get(4),
                     metric_name: r.get(5),
                     kind: super::parse_kind(r.get::<&str, _>(6)),
