@@ -400,7 +400,10 @@ impl Store for SqliteStore {
              FROM json_each(?) AS j WHERE series.id = j.value ->> 0",
         )
         .bind(json)
-        .execute(&self.pool)
+        // On the writer's connection: the checkpoint runs between group
+        // commits, and a write from another connection would reset the
+        // writer's page cache.
+        .execute(&self.writer)
         .await
         .context("saving latest values")?;
         Ok(())
@@ -411,7 +414,7 @@ impl Store for SqliteStore {
             "UPDATE ingest_checkpoint SET checkpoint_seq = MAX(checkpoint_seq, ?) WHERE id = 1",
         )
         .bind(seq)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .context("advancing the ingest checkpoint")?;
         Ok(())
