@@ -404,3 +404,81 @@ async fn a_prometheus_outage_delays_samples_without_losing_any() {
         assert_eq!(r["value"][1].as_str(), Some(i), "{r}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loki_outage_then_503s_then_recovery_delivers_every_event_once() {
+    let metrics = WebhookReceiver::start().await;
+    let loki = LokiReceiver::start().await;
+    let loki_addr: std::net::SocketAddr = loki
+        .origin()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("loki address");
+    let mut proxy = TcpProxy::start(loki_addr).await;
+    let origin = format!("http://{}", proxy.addr());
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    dir.install_with_manifest(
+        "gc",
+        "grafana-cloud",
+        &format!(
+            "[capabilities]\nallowed_hosts = [\"{}\", \"{origin}\"]\n[config]\nendpoint = \"{}\"\nloki_endpoint = \"{origin}/loki/api/v1/push\"\n",
+            metrics.origin(),
+            metrics.url("/api/v1/write"),
+        ),
+    );
+    let server = TestServer::builder(&db)
+        .plugin_dir(dir.path())
+        .start()
+        .await;
+    server
+        .wait_publisher("gc", WAIT, "cursor opened", |p| p["cursor_seq"] == 0)
+        .await;
+    // Down: nothing listens where the plugin sends.
+    proxy.stop().await;
+    let t = 1_700_000_000.0;
+    let events: Vec<Value> = (0..20)
+        .map(|i| {
+            json!({"event_type": "TaskCompleted", "session_id": "s-out", "task_id": format!("t{i}"),
+                   "backend": "dim", "event_time": t + i as f64})
+        })
+        .collect();
+    let seqs = post_events(&server, &Value::Array(events)).await;
+    let p = server
+        .wait_publisher("gc", WAIT, "a connection error", |p| {
+            p["last_error"].is_string()
+        })
+        .await;
+    assert_eq!(p["delivered"], 0, "{p:#}");
+    assert_eq!(loki.pushes(), 0, "nothing reached Loki while it was down");
+    // Up again, but answering 503 (with Retry-After) twice, then 200.
+    loki.fail_next(&[503, 503]);
+    proxy.start_again().await;
+    let p = server
+        .wait_publisher("gc", WAIT, "lag 0", |p| p["lag"] == 0)
+        .await;
+    assert_eq!(p["delivered"], 20, "{p:#}");
+    assert_eq!(p["dead_lettered"], 0, "{p:#}");
+    assert!(
+        loki.pushes() >= 3,
+        "the 503s were answered: {}",
+        loki.pushes()
+    );
+    assert_eq!(loki.violations(), Vec::<String>::new());
+    let mut got: Vec<i64> = loki
+        .lines()
+        .iter()
+        .map(|(_, l)| l["seq"].as_i64().expect("seq"))
+        .collect();
+    got.sort_unstable();
+    let mut expected = seqs.clone();
+    expected.sort_unstable();
+    assert_eq!(got, expected, "every event once");
+    let streams = loki.streams();
+    let ns: Vec<i128> = streams
+        .values()
+        .flat_map(|v| v.iter().map(|(t, _)| *t))
+        .collect();
+    assert!(ns.windows(2).all(|w| w[0] < w[1]), "in time order: {ns:?}");
+    assert_eq!(metrics.count(), 0);
+}
