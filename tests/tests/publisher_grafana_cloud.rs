@@ -19,14 +19,17 @@ fn manifest(endpoint: &str, origin: &str, extra: &str) -> String {
 
 async fn start(prom: &PrometheusServer, db: &TestDatabase, dir: &PluginDir) -> TestServer {
     let origin = format!("http://{}", prom.addr());
-    dir.install_with_manifest(
-        "rw",
-        "grafana-cloud",
-        &manifest(&prom.remote_write_url(), &origin, ""),
-    );
+    let manifest = manifest(&prom.remote_write_url(), &origin, "");
+    serve_with(db, dir, "rw", &manifest).await
+}
+
+/// Installs the `grafana-cloud` plugin as `name` with this manifest, starts a
+/// server with it and waits until its cursor is open.
+async fn serve_with(db: &TestDatabase, dir: &PluginDir, name: &str, manifest: &str) -> TestServer {
+    dir.install_with_manifest(name, "grafana-cloud", manifest);
     let server = TestServer::builder(db).plugin_dir(dir.path()).start().await;
     server
-        .wait_publisher("rw", WAIT, "cursor opened", |p| p["cursor_seq"] == 0)
+        .wait_publisher(name, WAIT, "cursor opened", |p| p["cursor_seq"] == 0)
         .await;
     server
 }
@@ -191,22 +194,12 @@ async fn refused_credentials_are_permanent_and_named() {
     });
     let db = TestDatabase::new(&Backend::Sqlite).await;
     let dir = PluginDir::new();
-    dir.install_with_manifest(
-        "rw",
-        "grafana-cloud",
-        &manifest(
-            &receiver.url("/api/prom/push"),
-            &receiver.origin(),
-            "username = \"123456\"\napi_key = \"glc_x\"\n",
-        ),
+    let manifest = manifest(
+        &receiver.url("/api/prom/push"),
+        &receiver.origin(),
+        "username = \"123456\"\napi_key = \"glc_x\"\n",
     );
-    let server = TestServer::builder(&db)
-        .plugin_dir(dir.path())
-        .start()
-        .await;
-    server
-        .wait_publisher("rw", WAIT, "cursor opened", |p| p["cursor_seq"] == 0)
-        .await;
+    let server = serve_with(&db, &dir, "rw", &manifest).await;
     server
         .report_ok(&report(&unique("auth"), [gauge("auth_value", 1.0)]))
         .await;
@@ -255,24 +248,14 @@ async fn events_reach_loki_in_time_order_once_each_and_refused_entries_are_dead_
     loki.fail_next(&[503, 429]);
     let db = TestDatabase::new(&Backend::Sqlite).await;
     let dir = PluginDir::new();
-    dir.install_with_manifest(
-        "gc",
-        "grafana-cloud",
-        &format!(
-            "[capabilities]\nallowed_hosts = [\"{}\", \"{}\"]\n[config]\nendpoint = \"{}\"\nloki_endpoint = \"{}\"\n",
-            metrics.origin(),
-            loki.origin(),
-            metrics.url("/api/v1/write"),
-            loki.push_url()
-        ),
+    let manifest = format!(
+        "[capabilities]\nallowed_hosts = [\"{}\", \"{}\"]\n[config]\nendpoint = \"{}\"\nloki_endpoint = \"{}\"\n",
+        metrics.origin(),
+        loki.origin(),
+        metrics.url("/api/v1/write"),
+        loki.push_url()
     );
-    let server = TestServer::builder(&db)
-        .plugin_dir(dir.path())
-        .start()
-        .await;
-    server
-        .wait_publisher("gc", WAIT, "cursor opened", |p| p["cursor_seq"] == 0)
-        .await;
+    let server = serve_with(&db, &dir, "gc", &manifest).await;
     let t = 1_700_000_000.0;
     let first = post_events(
         &server,
@@ -355,18 +338,8 @@ async fn a_prometheus_outage_delays_samples_without_losing_any() {
     let db = TestDatabase::new(&Backend::Sqlite).await;
     let dir = PluginDir::new();
     let origin = format!("http://{}", proxy.addr());
-    dir.install_with_manifest(
-        "rw",
-        "grafana-cloud",
-        &manifest(&format!("{origin}/api/v1/write"), &origin, ""),
-    );
-    let server = TestServer::builder(&db)
-        .plugin_dir(dir.path())
-        .start()
-        .await;
-    server
-        .wait_publisher("rw", WAIT, "cursor opened", |p| p["cursor_seq"] == 0)
-        .await;
+    let manifest = manifest(&format!("{origin}/api/v1/write"), &origin, "");
+    let server = serve_with(&db, &dir, "rw", &manifest).await;
     proxy.stop().await;
     let component = unique("outage");
     let (t, s) = ago(15);
@@ -418,22 +391,12 @@ async fn a_loki_outage_then_503s_then_recovery_delivers_every_event_once() {
     let origin = format!("http://{}", proxy.addr());
     let db = TestDatabase::new(&Backend::Sqlite).await;
     let dir = PluginDir::new();
-    dir.install_with_manifest(
-        "gc",
-        "grafana-cloud",
-        &format!(
-            "[capabilities]\nallowed_hosts = [\"{}\", \"{origin}\"]\n[config]\nendpoint = \"{}\"\nloki_endpoint = \"{origin}/loki/api/v1/push\"\n",
-            metrics.origin(),
-            metrics.url("/api/v1/write"),
-        ),
+    let manifest = format!(
+        "[capabilities]\nallowed_hosts = [\"{}\", \"{origin}\"]\n[config]\nendpoint = \"{}\"\nloki_endpoint = \"{origin}/loki/api/v1/push\"\n",
+        metrics.origin(),
+        metrics.url("/api/v1/write"),
     );
-    let server = TestServer::builder(&db)
-        .plugin_dir(dir.path())
-        .start()
-        .await;
-    server
-        .wait_publisher("gc", WAIT, "cursor opened", |p| p["cursor_seq"] == 0)
-        .await;
+    let server = serve_with(&db, &dir, "gc", &manifest).await;
     // Down: nothing listens where the plugin sends.
     proxy.stop().await;
     let t = 1_700_000_000.0;
