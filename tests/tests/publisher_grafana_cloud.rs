@@ -17,6 +17,16 @@ fn manifest(endpoint: &str, origin: &str, extra: &str) -> String {
     )
 }
 
+/// A manifest that sends samples to `metrics` and events to Loki at
+/// `loki_origin` (`push_url` on it).
+fn loki_manifest(metrics: &WebhookReceiver, loki_origin: &str, push_url: &str) -> String {
+    format!(
+        "[capabilities]\nallowed_hosts = [\"{}\", \"{loki_origin}\"]\n[config]\nendpoint = \"{}\"\nloki_endpoint = \"{push_url}\"\n",
+        metrics.origin(),
+        metrics.url("/api/v1/write"),
+    )
+}
+
 async fn start(prom: &PrometheusServer, db: &TestDatabase, dir: &PluginDir) -> TestServer {
     let origin = format!("http://{}", prom.addr());
     let manifest = manifest(&prom.remote_write_url(), &origin, "");
@@ -248,13 +258,7 @@ async fn events_reach_loki_in_time_order_once_each_and_refused_entries_are_dead_
     loki.fail_next(&[503, 429]);
     let db = TestDatabase::new(&Backend::Sqlite).await;
     let dir = PluginDir::new();
-    let manifest = format!(
-        "[capabilities]\nallowed_hosts = [\"{}\", \"{}\"]\n[config]\nendpoint = \"{}\"\nloki_endpoint = \"{}\"\n",
-        metrics.origin(),
-        loki.origin(),
-        metrics.url("/api/v1/write"),
-        loki.push_url()
-    );
+    let manifest = loki_manifest(&metrics, &loki.origin(), &loki.push_url());
     let server = serve_with(&db, &dir, "gc", &manifest).await;
     let t = 1_700_000_000.0;
     let first = post_events(
@@ -382,20 +386,11 @@ async fn a_prometheus_outage_delays_samples_without_losing_any() {
 async fn a_loki_outage_then_503s_then_recovery_delivers_every_event_once() {
     let metrics = WebhookReceiver::start().await;
     let loki = LokiReceiver::start().await;
-    let loki_addr: std::net::SocketAddr = loki
-        .origin()
-        .trim_start_matches("http://")
-        .parse()
-        .expect("loki address");
-    let mut proxy = TcpProxy::start(loki_addr).await;
+    let mut proxy = TcpProxy::start(loki.addr()).await;
     let origin = format!("http://{}", proxy.addr());
     let db = TestDatabase::new(&Backend::Sqlite).await;
     let dir = PluginDir::new();
-    let manifest = format!(
-        "[capabilities]\nallowed_hosts = [\"{}\", \"{origin}\"]\n[config]\nendpoint = \"{}\"\nloki_endpoint = \"{origin}/loki/api/v1/push\"\n",
-        metrics.origin(),
-        metrics.url("/api/v1/write"),
-    );
+    let manifest = loki_manifest(&metrics, &origin, &format!("{origin}/loki/api/v1/push"));
     let server = serve_with(&db, &dir, "gc", &manifest).await;
     // Down: nothing listens where the plugin sends.
     proxy.stop().await;

@@ -56,6 +56,11 @@ impl LokiReceiver {
         f(&mut self.state.lock().expect("loki state"))
     }
 
+    /// The address it listens on.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.http.addr()
+    }
+
     /// `http://127.0.0.1:<port>`.
     pub fn origin(&self) -> String {
         self.http.origin()
