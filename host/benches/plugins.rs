@@ -15,7 +15,9 @@
 //!   first-party `elasticsearch` publisher into a minimal in-process `_bulk`
 //!   receiver, through `grafana-cloud` into a remote-write receiver that only
 //!   answers 204, and (when `prometheus` is installed) into a real
-//!   Prometheus's remote-write receiver.
+//!   Prometheus's remote-write receiver; then Prometheus's own ceiling in the
+//!   same run: the requests the plugin sent to the 204 sink, replayed by a
+//!   native client into a fresh Prometheus (one and four in flight).
 //!
 //! `cargo bench -p vigil-host --bench plugins` (builds `plugins/` for
 //! wasm32-wasip2 first if needed, and the fixture's variants into
@@ -63,6 +65,7 @@ fn samples(n: usize, series: usize) -> Vec<LogSample> {
     (0..n)
         .map(|i| LogSample {
             seq: i as i64 + 1,
+            series_id: (i % series) as i64 + 1,
             ts_ms: 1_700_000_000_000 + i as i64,
             value: i as f64 * 0.5,
             component: format!("worker-{}", i % 8),
@@ -628,7 +631,8 @@ async fn main() {
 
     // 5. The same stored samples through the first-party publishers.
     let es = receiver(ReceiverKind::Bulk).await;
-    let null_rw = receiver(ReceiverKind::NoContent).await;
+    let recorded: Recorded = Arc::default();
+    let null_rw = receiver(ReceiverKind::NoContent(recorded.clone())).await;
     let mut cases = vec![
         (
             "elasticsearch",
@@ -643,7 +647,7 @@ async fn main() {
             null_rw.to_string(),
         ),
     ];
-    let prometheus = Prometheus::start(&work);
+    let prometheus = Prometheus::start(&work, "prometheus");
     if let Some(p) = &prometheus {
         cases.push((
             "grafana_prometheus",
@@ -667,7 +671,67 @@ async fn main() {
         );
     }
     drop(prometheus);
+    // 6. Prometheus's own ceiling in the same run: the very requests the
+    // plugin sent to the 204 sink, replayed into a fresh Prometheus by a
+    // native client, one request in flight (as the publisher) and four.
+    let bodies = std::mem::take(&mut *recorded.lock());
+    let samples_sent = total as f64;
+    for in_flight in [1usize, 4] {
+        let Some(p) = Prometheus::start(&work, &format!("prometheus-replay-{in_flight}")) else {
+            println!(
+                "Prometheus's own remote-write ceiling: skipped (`prometheus` is not installed)"
+            );
+            break;
+        };
+        let elapsed = replay(&p.addr, &bodies, in_flight).await;
+        println!(
+            "Prometheus alone, the plugin's {} requests replayed natively with {in_flight} in flight: \
+             {:.0} samples/s",
+            bodies.len(),
+            samples_sent / elapsed.as_secs_f64()
+        );
+    }
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Sends `bodies` (remote-write requests as a publisher encoded them) to
+/// Prometheus at `addr`, `in_flight` at a time; the time it took. Every
+/// answer must be a 2xx.
+async fn replay(addr: &str, bodies: &[bytes::Bytes], in_flight: usize) -> Duration {
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/api/v1/write");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let (client, url, next) = (client.clone(), url.clone(), next.clone());
+            let bodies = bodies.to_vec();
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(body) = bodies.get(i) else { break };
+                    let resp = client
+                        .post(&url)
+                        .header("content-type", "application/x-protobuf")
+                        .header("content-encoding", "snappy")
+                        .header("x-prometheus-remote-write-version", "0.1.0")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .expect("replay request");
+                    assert!(
+                        resp.status().is_success(),
+                        "Prometheus answered {} to a replayed request",
+                        resp.status()
+                    );
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.expect("replay worker");
+    }
+    started.elapsed()
 }
 
 /// Delivers every stored sample through plugin crate `crate_name` installed
@@ -732,38 +796,47 @@ async fn end_to_end(
     elapsed
 }
 
-#[derive(Clone, Copy)]
+/// Request bodies a receiver kept.
+type Recorded = Arc<parking_lot::Mutex<Vec<bytes::Bytes>>>;
+
+#[derive(Clone)]
 enum ReceiverKind {
     /// `_bulk`: one `201` item per action line.
     Bulk,
-    /// `204` to everything (a remote-write sink).
-    NoContent,
+    /// `204` to everything (a remote-write sink); keeps the bodies.
+    NoContent(Recorded),
 }
 
 /// A minimal HTTP receiver on 127.0.0.1; its address.
 async fn receiver(kind: ReceiverKind) -> String {
     use axum::body::Bytes;
     use axum::response::IntoResponse;
-    let app = axum::Router::new().fallback(move |body: Bytes| async move {
-        match kind {
-            ReceiverKind::Bulk => {
-                let actions = body
-                    .split(|b| *b == b'\n')
-                    .filter(|l| !l.is_empty())
-                    .count()
-                    / 2;
-                let mut out = String::with_capacity(actions * 28 + 40);
-                out.push_str("{\"took\":1,\"errors\":false,\"items\":[");
-                for i in 0..actions {
-                    if i > 0 {
-                        out.push(',');
+    let app = axum::Router::new().fallback(move |body: Bytes| {
+        let kind = kind.clone();
+        async move {
+            match kind {
+                ReceiverKind::Bulk => {
+                    let actions = body
+                        .split(|b| *b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .count()
+                        / 2;
+                    let mut out = String::with_capacity(actions * 28 + 40);
+                    out.push_str("{\"took\":1,\"errors\":false,\"items\":[");
+                    for i in 0..actions {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str("{\"create\":{\"status\":201}}");
                     }
-                    out.push_str("{\"create\":{\"status\":201}}");
+                    out.push_str("]}");
+                    ([("content-type", "application/json")], out).into_response()
                 }
-                out.push_str("]}");
-                ([("content-type", "application/json")], out).into_response()
+                ReceiverKind::NoContent(kept) => {
+                    kept.lock().push(body);
+                    axum::http::StatusCode::NO_CONTENT.into_response()
+                }
             }
-            ReceiverKind::NoContent => axum::http::StatusCode::NO_CONTENT.into_response(),
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -783,13 +856,13 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(work: &Path) -> Option<Prometheus> {
+    fn start(work: &Path, name: &str) -> Option<Prometheus> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .ok()?
             .local_addr()
             .ok()?
             .port();
-        let dir = work.join("prometheus");
+        let dir = work.join(name);
         std::fs::create_dir_all(&dir).ok()?;
         std::fs::write(
             dir.join("prometheus.yml"),

@@ -118,16 +118,36 @@ pub fn start_reporter(
     name: &str,
     per_report: usize,
     interval: Duration,
-) -> (
+) -> Reporter {
+    let (component, name) = (component.to_string(), name.to_string());
+    start_reporter_with(server, per_report, interval, move |n| {
+        report(
+            &component,
+            (0..per_report).map(|i| gauge(&name, (n + i) as f64)),
+        )
+    })
+}
+
+/// What [`start_reporter`] returns: the stop flag, the number of
+/// acknowledged samples, and the task.
+pub type Reporter = (
     Arc<std::sync::atomic::AtomicBool>,
     Arc<std::sync::atomic::AtomicUsize>,
     tokio::task::JoinHandle<()>,
-) {
+);
+
+/// [`start_reporter`] with the report built by `make(n)`, `n` the number of
+/// samples acknowledged before it (each report holds `per_report`).
+pub fn start_reporter_with(
+    server: &TestServer,
+    per_report: usize,
+    interval: Duration,
+    make: impl Fn(usize) -> Value + Send + 'static,
+) -> Reporter {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicUsize::new(0));
     let url = server.url("/api/v2/metrics/report");
-    let (component, name) = (component.to_string(), name.to_string());
     let (s, a) = (stop.clone(), acked.clone());
     let task = tokio::spawn(async move {
         let client = reqwest::Client::builder()
@@ -139,10 +159,7 @@ pub fn start_reporter(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !s.load(Ordering::SeqCst) {
             tick.tick().await;
-            let body = report(
-                &component,
-                (0..per_report).map(|i| gauge(&name, (n + i) as f64)),
-            );
+            let body = make(n);
             match client.post(&url).json(&body).send().await {
                 Ok(r) if r.status() == 200 => {
                     n += per_report;

@@ -536,6 +536,15 @@ impl TestServer {
         panic!("query did not end after 10000 pages");
     }
 
+    /// Seqs of every stored sample of `component`, ascending.
+    pub async fn stored_seqs(&self, component: &str) -> Vec<i64> {
+        self.query_all(&[("component_name", component), ("limit", "10000")])
+            .await
+            .iter()
+            .map(|s| s["seq"].as_i64().expect("seq"))
+            .collect()
+    }
+
     /// Body of `GET /api/metrics/prometheus` (text format); asserts 200.
     pub async fn export(&self) -> String {
         let resp = self.get("/api/metrics/prometheus").await;

@@ -59,16 +59,6 @@ async fn report_n(server: &TestServer, component: &str, metric: &str, n: usize) 
     }
 }
 
-/// Seqs of every stored sample of `component`, ascending.
-async fn stored_seqs(server: &TestServer, component: &str) -> Vec<i64> {
-    server
-        .query_all(&[("component_name", component), ("limit", "10000")])
-        .await
-        .iter()
-        .map(|s| s["seq"].as_i64().expect("seq"))
-        .collect()
-}
-
 fn seq_counts(requests: &[ReceivedRequest]) -> BTreeMap<i64, usize> {
     let mut counts = BTreeMap::new();
     for s in requests.iter().flat_map(|r| r.seqs()) {
@@ -130,7 +120,7 @@ async fn a_crash_resumes_delivery_from_the_stored_cursor(backend: Backend) {
     let p = wait_lag_zero(&server, "hook", Duration::from_secs(60)).await;
     assert_eq!(p["dead_lettered"], 0, "{p:#}");
 
-    let stored = stored_seqs(&server, &component).await;
+    let stored = server.stored_seqs(&component).await;
     assert!(
         stored.len() >= acked,
         "{} stored < {acked} acknowledged",
@@ -264,7 +254,7 @@ async fn events_reach_publishers_with_samples_in_log_order(backend: Backend) {
 
     // Every stored item reached the receiver exactly once (the refused
     // request included), each request a contiguous stretch of the log.
-    let mut expected: Vec<i64> = stored_seqs(&server, &component).await;
+    let mut expected: Vec<i64> = server.stored_seqs(&component).await;
     expected.extend(&event_seqs);
     expected.sort_unstable();
     let requests = receiver.requests();
@@ -380,7 +370,8 @@ async fn a_new_publisher_gets_everything_reported_right_after_it_shows_loaded(ba
             },
         )
         .await;
-        let before: BTreeSet<i64> = stored_seqs(&server, &component)
+        let before: BTreeSet<i64> = server
+            .stored_seqs(&component)
             .await
             .into_iter()
             .filter(|s| !got.contains(s))
@@ -433,7 +424,7 @@ async fn a_quarantined_publisher_replaced_by_a_fixed_one_delivers_without_the_ol
         "webhook-publisher",
         &webhook_manifest(&receiver, "/ingest"),
     );
-    let wanted: BTreeSet<i64> = stored_seqs(&server, &component).await.into_iter().collect();
+    let wanted: BTreeSet<i64> = server.stored_seqs(&component).await.into_iter().collect();
     poll_until(WAIT, "the fixed publisher delivers the backlog", || async {
         wanted
             .is_subset(&received_seqs(&receiver, "/ingest"))
@@ -507,7 +498,7 @@ async fn retryable_errors_are_retried_honouring_retry_after() {
             "the retried batch changed"
         );
     }
-    let stored = stored_seqs(&server, &component).await;
+    let stored = server.stored_seqs(&component).await;
     assert_eq!(requests[3].seqs(), stored, "the accepted batch");
 }
 
@@ -552,7 +543,7 @@ async fn a_failed_batch_is_retried_before_the_batches_after_it() {
     let accepted: Vec<i64> = requests.iter().step_by(2).flat_map(|r| r.seqs()).collect();
     assert_eq!(
         accepted,
-        stored_seqs(&server, &component).await,
+        server.stored_seqs(&component).await,
         "accepted batches, in order, are the log"
     );
 }
@@ -604,7 +595,7 @@ async fn per_item_rejections_go_to_dead_letters() {
         .map(|s| s["seq"].as_i64().expect("seq"))
         .collect();
     assert_eq!(bad_seqs.len(), 5);
-    let stored = stored_seqs(&server, &component).await;
+    let stored = server.stored_seqs(&component).await;
     assert_eq!(
         p["cursor_seq"],
         *stored.last().expect("stored"),
@@ -754,7 +745,7 @@ async fn a_permanent_error_holds_data_back_without_dropping_it() {
     assert_eq!(queues["detail"]["hook"]["lag"], 0, "{ready:#}");
     let last = receiver.requests().last().cloned().expect("requests");
     assert_eq!(last.status, 200);
-    assert_eq!(last.seqs(), stored_seqs(&server, &component).await);
+    assert_eq!(last.seqs(), server.stored_seqs(&component).await);
 }
 
 // ---------------------------------------------------------------------------
@@ -784,7 +775,7 @@ async fn publishers_deliver_side_by_side_each_at_its_own_pace() {
     assert_eq!(fast_done["delivered"], 10_000);
     assert_eq!(slow_done["delivered"], 10_000);
 
-    let stored: Vec<i64> = stored_seqs(&server, &component).await;
+    let stored: Vec<i64> = server.stored_seqs(&component).await;
     assert_eq!(stored.len(), 10_000);
     for (name, receiver) in [("fast", &fast), ("slow", &slow)] {
         let requests = receiver.requests();

@@ -62,15 +62,6 @@ async fn post_events(server: &TestServer, events: &Value) -> Vec<i64> {
         .collect()
 }
 
-async fn stored_seqs(server: &TestServer, component: &str) -> Vec<i64> {
-    server
-        .query_all(&[("component_name", component), ("limit", "10000")])
-        .await
-        .iter()
-        .map(|s| s["seq"].as_i64().expect("seq"))
-        .collect()
-}
-
 async fn wait_lag_zero(server: &TestServer, name: &str) -> Value {
     server
         .wait_publisher(name, WAIT, "lag 0", |p| p["lag"] == 0)
@@ -350,7 +341,8 @@ async fn an_outage_then_503s_then_recovery_delivers_every_item_once_and_401_is_p
         "{}",
         receiver.bulk_requests()
     );
-    let expected: BTreeSet<String> = stored_seqs(&server, &component)
+    let expected: BTreeSet<String> = server
+        .stored_seqs(&component)
         .await
         .into_iter()
         .map(|s| format!("m-{s}"))
@@ -426,7 +418,7 @@ async fn a_sigkill_mid_delivery_leaves_one_document_per_acknowledged_item(backen
             .any(|r| r.accepted_at > killed_at),
         "nothing was delivered after the restart"
     );
-    let stored = stored_seqs(&server, &component).await;
+    let stored = server.stored_seqs(&component).await;
     assert!(
         stored.len() >= acked,
         "{} stored < {acked} acknowledged",

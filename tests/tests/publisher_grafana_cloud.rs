@@ -5,6 +5,8 @@
 //! message while the rest of its batch is delivered; identical samples sent
 //! again are accepted; credentials refused are permanent and named.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use vigil_tests::*;
@@ -98,8 +100,16 @@ async fn samples_read_back_exactly_from_a_real_prometheus() {
         .wait_publisher("rw", WAIT, "lag 0", |p| p["lag"] == 0)
         .await;
     assert_eq!(p["delivered"], 5, "{p:#}");
-    assert_eq!(p["dead_lettered"], 1, "histograms are not sent yet: {p:#}");
+    assert_eq!(
+        p["dead_lettered"], 1,
+        "observations are dead letters without derived_series: {p:#}"
+    );
     assert_eq!(p["last_error"], Value::Null, "{p:#}");
+    let (_, page) = status_json(server.get("/api/v2/publishers/rw/dead-letters").await).await;
+    let reason = page["dead_letters"][0]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(reason.contains("derived_series = true"), "{page:#}");
 
     let sel = |name: &str, extra: &str| format!("{name}{{component=\"{component}\"{extra}}}");
     let (labels, v) = one(&prom, &sel("rw_depth", ",queue=\"a\""), s1).await;
@@ -440,3 +450,287 @@ async fn a_loki_outage_then_503s_then_recovery_delivers_every_event_once() {
     assert!(ns.windows(2).all(|w| w[0] < w[1]), "in time order: {ns:?}");
     assert_eq!(metrics.count(), 0);
 }
+
+/// A manifest sending to `endpoint` with derived histogram/summary series.
+fn derived_manifest(endpoint: &str, origin: &str) -> String {
+    manifest(endpoint, origin, "") + "[delivery]\nderived_series = true\n"
+}
+
+/// `expr`'s result as `labels → value`, without the labels only a scrape
+/// has: `job`, `instance` (Prometheus's) and `component_type` (the export
+/// adds the component's registered type; remote-write sends `component`).
+async fn by_labels(prom: &PrometheusServer, expr: &str) -> BTreeMap<String, String> {
+    prom.query(expr, None)
+        .await
+        .into_iter()
+        .map(|r| {
+            let labels: BTreeMap<String, Value> = r["metric"]
+                .as_object()
+                .expect("labels")
+                .iter()
+                .filter(|(k, _)| !["job", "instance", "component_type"].contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let value = r["value"][1].as_str().expect("value").to_string();
+            (format!("{labels:?}"), value)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derived_histogram_and_summary_series_agree_with_a_scrape_of_vigil() {
+    let Some(rw) = PrometheusServer::start(PrometheusOptions {
+        remote_write_receiver: true,
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let db = TestDatabase::new(&Backend::Sqlite).await;
+    let dir = PluginDir::new();
+    let origin = format!("http://{}", rw.addr());
+    let server = serve_with(
+        &db,
+        &dir,
+        "rw",
+        &derived_manifest(&rw.remote_write_url(), &origin),
+    )
+    .await;
+    let component = unique("derived");
+    let times: Vec<(String, f64)> = [50, 40, 30, 20].iter().map(|s| ago(*s)).collect();
+    let lat = |v: f64, t: usize| {
+        histogram("d_latency_seconds", v)
+            .label("path", "/a")
+            .label("le", "0.1,0.5,1,+Inf")
+            .at(&times[t].0)
+    };
+    let q = |v: f64, t: usize| {
+        summary("d_size_bytes", v)
+            .label("quantile", "0.5,0.9")
+            .at(&times[t].0)
+    };
+    // Two observations of one series share a timestamp (t1), and one
+    // default-bucket histogram has a single observation.
+    let observations = vec![
+        lat(0.05, 0),
+        lat(0.3, 1),
+        lat(0.7, 1),
+        lat(2.0, 2),
+        lat(0.4, 3),
+        q(100.0, 0),
+        q(300.0, 1),
+        q(200.0, 2),
+        histogram("d_plain", 0.02).at(&times[3].0),
+        gauge("d_depth", 4.0).at(&times[3].0),
+    ];
+    let n = observations.len();
+    server.report_ok(&report(&component, observations)).await;
+    let p = server
+        .wait_publisher("rw", WAIT, "lag 0", |p| p["lag"] == 0)
+        .await;
+    assert_eq!(p["delivered"], n, "{p:#}");
+    assert_eq!(p["dead_lettered"], 0, "{p:#}");
+    assert_eq!(p["last_error"], Value::Null, "{p:#}");
+
+    let Some(scrape) = PrometheusServer::start(PrometheusOptions {
+        scrape_targets: vec![server.metrics_addr().expect("metrics listener").to_string()],
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let sel = |name: &str| format!("{name}{{component=\"{component}\"}}");
+    scrape.query_until_some(&sel("d_plain_count"), WAIT).await;
+    // Every derived series, labels and values, as the scrape shows it.
+    for name in [
+        "d_latency_seconds_bucket",
+        "d_latency_seconds_sum",
+        "d_latency_seconds_count",
+        "d_size_bytes",
+        "d_size_bytes_sum",
+        "d_size_bytes_count",
+        "d_plain_bucket",
+        "d_plain_count",
+    ] {
+        let remote = by_labels(&rw, &sel(name)).await;
+        assert!(!remote.is_empty(), "{name} not remote-written");
+        assert_eq!(remote, by_labels(&scrape, &sel(name)).await, "{name}");
+    }
+    for expr in [
+        "histogram_quantile(0.9, d_latency_seconds_bucket{C})",
+        "histogram_quantile(0.5, d_latency_seconds_bucket{C})",
+        "histogram_quantile(0.99, sum by (le) (d_plain_bucket{C}))",
+        "d_latency_seconds_sum{C} / d_latency_seconds_count{C}",
+    ] {
+        let expr = expr.replace("{C}", &format!("{{component=\"{component}\"}}"));
+        let remote = by_labels(&rw, &expr).await;
+        assert_eq!(remote.len(), 1, "{expr}: {remote:?}");
+        assert_eq!(remote, by_labels(&scrape, &expr).await, "{expr}");
+    }
+    // What a scrape cannot show: the aggregate at each observation's time.
+    let le = |bound: &str| {
+        format!("d_latency_seconds_bucket{{component=\"{component}\",le=\"{bound}\"}}")
+    };
+    for (t, count, under_half) in [(0, "1", "1"), (1, "3", "2"), (2, "4", "2"), (3, "5", "3")] {
+        let (_, v) = one(&rw, &le("+Inf"), times[t].1).await;
+        assert_eq!(v, count, "count at t{t}");
+        let (_, v) = one(&rw, &le("0.5"), times[t].1).await;
+        assert_eq!(v, under_half, "le=0.5 at t{t}");
+    }
+    let (_, v) = one(&rw, &sel("d_size_bytes_sum"), times[1].1).await;
+    assert_eq!(v, "400");
+}
+
+/// Observations the publisher had not delivered when Vigil restarted
+/// continue the counts from the store's aggregate, not from zero.
+async fn derived_series_continue_from_the_store_after_a_restart(backend: Backend) {
+    let Some(rw) = PrometheusServer::start(PrometheusOptions {
+        remote_write_receiver: true,
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let mut proxy = TcpProxy::start(rw.addr()).await;
+    let db = TestDatabase::new(&backend).await;
+    let dir = PluginDir::new();
+    let origin = format!("http://{}", proxy.addr());
+    let mut server = serve_with(
+        &db,
+        &dir,
+        "rw",
+        &derived_manifest(&format!("{origin}/api/v1/write"), &origin),
+    )
+    .await;
+    let component = unique("restart");
+    let times: Vec<(String, f64)> = [50, 40, 30].iter().map(|s| ago(*s)).collect();
+    let obs = |v: f64, t: usize| histogram("r_lat", v).label("le", "1").at(&times[t].0);
+    server
+        .report_ok(&report(
+            &component,
+            [obs(0.5, 0), obs(2.0, 0), obs(0.25, 0)],
+        ))
+        .await;
+    server
+        .wait_publisher("rw", WAIT, "lag 0", |p| p["lag"] == 0)
+        .await;
+    proxy.stop().await;
+    server
+        .report_ok(&report(&component, [obs(0.75, 1), obs(3.0, 1)]))
+        .await;
+    server
+        .wait_publisher("rw", WAIT, "a connection error", |p| {
+            p["last_error"].is_string()
+        })
+        .await;
+    server.restart().await;
+    server.report_ok(&report(&component, [obs(0.125, 2)])).await;
+    proxy.start_again().await;
+    let p = server
+        .wait_publisher("rw", WAIT, "lag 0", |p| p["lag"] == 0)
+        .await;
+    assert_eq!(p["delivered"], 6, "{p:#}");
+    assert_eq!(p["dead_lettered"], 0, "{p:#}");
+    let at = |name: &str, extra: &str| format!("{name}{{component=\"{component}\"{extra}}}");
+    for (t, count, le1, sum) in [
+        (0, "3", "2", "2.75"),
+        (1, "5", "3", "6.5"),
+        (2, "6", "4", "6.625"),
+    ] {
+        let (_, v) = one(&rw, &at("r_lat_count", ""), times[t].1).await;
+        assert_eq!(v, count, "count at t{t}");
+        let (_, v) = one(&rw, &at("r_lat_bucket", ",le=\"1\""), times[t].1).await;
+        assert_eq!(v, le1, "le=1 at t{t}");
+        let (_, v) = one(&rw, &at("r_lat_sum", ""), times[t].1).await;
+        assert_eq!(v, sum, "sum at t{t}");
+    }
+}
+
+/// SIGKILL while samples are being reported and delivered; after the
+/// restart Prometheus holds every acknowledged sample (re-sent identical
+/// samples are accepted, none is a dead letter).
+async fn a_sigkill_mid_delivery_loses_no_acknowledged_sample(backend: Backend) {
+    let Some(prom) = PrometheusServer::start(PrometheusOptions {
+        remote_write_receiver: true,
+        ..Default::default()
+    })
+    .await
+    else {
+        return;
+    };
+    let db = TestDatabase::new(&backend).await;
+    let dir = PluginDir::new();
+    let origin = format!("http://{}", prom.addr());
+    let mut server = serve_with(
+        &db,
+        &dir,
+        "rw",
+        &manifest(&prom.remote_write_url(), &origin, ""),
+    )
+    .await;
+    let component = unique("kill");
+    // One series per sample (label `i`), so samples of one report, which
+    // share the receive time, never meet at one timestamp of one series.
+    let c = component.clone();
+    let (_stop, acked, reporter) =
+        start_reporter_with(&server, 10, Duration::from_millis(20), move |n| {
+            report(
+                &c,
+                (n..n + 10).map(|i| gauge("kill_value", i as f64).label("i", &i.to_string())),
+            )
+        });
+    poll_until(WAIT, "deliveries and a backlog", || {
+        let (a, server) = (acked.load(Ordering::SeqCst), &server);
+        async move {
+            let p = server.publisher("rw").await?;
+            (a >= 300 && p["delivered"].as_i64()? >= 50 && p["lag"].as_i64()? > 0).then_some(())
+        }
+    })
+    .await;
+    server.kill();
+    reporter.await.expect("reporter");
+    let acked = acked.load(Ordering::SeqCst);
+    server.restart().await;
+    let p = server
+        .wait_publisher("rw", WAIT, "lag 0", |p| p["lag"] == 0)
+        .await;
+    assert_eq!(p["dead_lettered"], 0, "{p:#}");
+    let stored = server.stored_seqs(&component).await;
+    assert!(
+        stored.len() >= acked,
+        "{} stored < {acked} acknowledged",
+        stored.len()
+    );
+    let result = prom
+        .query(&format!("kill_value{{component=\"{component}\"}}"), None)
+        .await;
+    let mut values: Vec<i64> = result
+        .iter()
+        .map(|r| {
+            let i: i64 = r["metric"]["i"]
+                .as_str()
+                .expect("i")
+                .parse()
+                .expect("number");
+            assert_eq!(r["value"][1].as_str(), Some(i.to_string().as_str()), "{r}");
+            i
+        })
+        .collect();
+    values.sort_unstable();
+    let expected: Vec<i64> = (0..stored.len() as i64).collect();
+    assert_eq!(values, expected, "every stored sample, once");
+    eprintln!(
+        "kill ({}): {} stored, {acked} acknowledged, {} delivered",
+        backend.name(),
+        stored.len(),
+        p["delivered"]
+    );
+}
+
+backend_tests!(
+    derived_series_continue_from_the_store_after_a_restart,
+    a_sigkill_mid_delivery_loses_no_acknowledged_sample,
+);

@@ -120,6 +120,7 @@ mod tests {
     fn sample(seq: i64, name: &str, labels: &str) -> LogSample {
         LogSample {
             seq,
+            series_id: 1,
             ts_ms: seq * 10,
             value: seq as f64,
             component: "w1".into(),

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use utoipa::ToSchema;
 
 use super::batch::build_log_batch;
+use super::derived::DerivedSeries;
 use crate::events::StoredEvent;
 use crate::metrics::model::format_ms;
 use crate::plugins::bindings::types::{DeliveryError, Rejection};
@@ -413,6 +414,10 @@ impl DeliveryManager {
         // The read of the batch after the one being published, started when
         // that publish starts: (the cursor it reads after, the read).
         let mut read_ahead: Option<(i64, ReadAhead)> = None;
+        // Histogram/summary aggregates as of the cursor, for a publisher
+        // that takes derived series; dropped while it does not (they would
+        // fall behind the cursor).
+        let mut derived_state: Option<DerivedSeries> = None;
         let exit = loop {
             if *stop.borrow() {
                 break Exit::Stopped;
@@ -482,7 +487,22 @@ impl DeliveryManager {
                 break Exit::LeaseLost;
             }
             lease_checked = Instant::now();
-            let batch = build_log_batch(&items.samples, &items.events);
+            let derived = if plugin.manifest.delivery.derived_series {
+                let state = derived_state.get_or_insert_with(DerivedSeries::new);
+                if let Err(e) = state.load(&*self.store, &items.samples, cursor).await {
+                    tracing::warn!(publisher = %name, error = %e, "reading histogram/summary checkpoints failed");
+                    if self.pause(stop, self.settings.poll * 10).await {
+                        break Exit::Stopped;
+                    }
+                    continue;
+                }
+                Some(state.derive(&items.samples))
+            } else {
+                derived_state = None;
+                None
+            };
+            let samples = derived.as_ref().map_or(&items.samples, |d| &d.samples);
+            let batch = build_log_batch(samples, &items.events);
             self.set_state(&name, "delivering", None);
             let last_seq = items.last_seq().unwrap_or(cursor);
             // Read the next batch while this one is published and its cursor
@@ -505,6 +525,10 @@ impl DeliveryManager {
                         Ok(()) => {
                             cursor = last_seq;
                             attempt = 0;
+                            if let (Some(state), Some(derived)) = (derived_state.as_mut(), derived)
+                            {
+                                state.advance(derived);
+                            }
                             None
                         }
                         Err(e) => Some((format!("storing the cursor failed: {e}"), None)),
@@ -596,6 +620,7 @@ mod tests {
     fn items() -> LogItems {
         let sample = |seq| LogSample {
             seq,
+            series_id: 1,
             ts_ms: 0,
             value: 1.0,
             component: "w".into(),

@@ -14,6 +14,7 @@
 
 mod batch;
 mod delivery;
+mod derived;
 pub mod live;
 mod log_head;
 pub mod pg_notify;

@@ -38,15 +38,32 @@ impl HistogramState {
         }
     }
 
-    pub fn observe(&mut self, value: f64) {
-        let slot = self
-            .bounds
+    fn slot(&self, value: f64) -> usize {
+        self.bounds
             .iter()
             .position(|b| value <= *b)
-            .unwrap_or(self.bounds.len());
+            .unwrap_or(self.bounds.len())
+    }
+
+    pub fn observe(&mut self, value: f64) {
+        let slot = self.slot(value);
         self.counts[slot] += 1;
         self.sum += value;
         self.count += 1;
+    }
+
+    /// Takes back one observation of `value` (to go from a later state to an
+    /// earlier one). Taking back every observation gives the empty state
+    /// exactly, not a sum left with rounding residue.
+    pub fn unobserve(&mut self, value: f64) {
+        let slot = self.slot(value);
+        self.counts[slot] = self.counts[slot].saturating_sub(1);
+        self.count = self.count.saturating_sub(1);
+        self.sum -= value;
+        if self.count == 0 {
+            self.counts.iter_mut().for_each(|c| *c = 0);
+            self.sum = 0.0;
+        }
     }
 
     /// `(upper bound, cumulative count)` pairs ending with `+Inf`.
@@ -89,6 +106,16 @@ impl SummaryState {
         self.sum += value;
         self.count += 1;
         self.push_window(ts_ms, value);
+    }
+
+    /// Takes back one observation from the sum and count (the window is
+    /// rebuilt separately); all of them give exactly the empty state.
+    pub fn unobserve(&mut self, value: f64) {
+        self.count = self.count.saturating_sub(1);
+        self.sum -= value;
+        if self.count == 0 {
+            self.sum = 0.0;
+        }
     }
 
     /// Adds to the window only (used when rebuilding from stored samples).
@@ -146,6 +173,30 @@ mod tests {
         assert_eq!(c, vec![(1.0, 2), (5.0, 3), (f64::INFINITY, 4)]);
         assert_eq!(h.sum, 13.5);
         assert_eq!(h.count, 4);
+    }
+
+    #[test]
+    fn unobserving_goes_back_to_the_earlier_state() {
+        let mut h = HistogramState::new(vec![1.0, 5.0]);
+        h.observe(0.1);
+        let earlier = h.clone();
+        for v in [0.2, 3.0, 9.0] {
+            h.observe(v);
+        }
+        for v in [9.0, 3.0, 0.2] {
+            h.unobserve(v);
+        }
+        assert_eq!(h.counts, earlier.counts);
+        assert_eq!(h.count, 1);
+        assert!((h.sum - 0.1).abs() < 1e-12);
+        h.unobserve(0.1);
+        assert_eq!(h, HistogramState::new(vec![1.0, 5.0]), "exactly empty");
+        let mut s = SummaryState::new(vec![0.5]);
+        s.observe(0, 0.1);
+        s.observe(0, 0.7);
+        s.unobserve(0.7);
+        s.unobserve(0.1);
+        assert_eq!((s.count, s.sum), (0, 0.0));
     }
 
     #[test]

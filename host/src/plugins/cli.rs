@@ -169,6 +169,7 @@ fn input_samples(value: serde_json::Value) -> Result<Vec<LogSample>, String> {
             .enumerate()
             .map(|(i, m)| LogSample {
                 seq: i as i64 + 1,
+                series_id: 0,
                 ts_ms: m.ts_ms,
                 value: m.value,
                 component: report.component_name.clone(),
@@ -196,6 +197,7 @@ fn input_samples(value: serde_json::Value) -> Result<Vec<LogSample>, String> {
         .map(|(i, s)| {
             Ok(LogSample {
                 seq: s.seq.unwrap_or(i as i64 + 1),
+                series_id: 0,
                 ts_ms: s.timestamp_ms.unwrap_or(now),
                 value: s.value,
                 kind: MetricKind::parse(&s.kind).ok_or_else(|| {

@@ -146,10 +146,20 @@ impl ConfigValue {
     }
 }
 
+/// How the host hands a publisher the log (`[delivery]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveryOptions {
+    /// Histogram and summary observations reach the publisher as the series
+    /// Vigil's own export shows for them (`_bucket{le}`, `_sum`, `_count`,
+    /// quantiles) instead of as observations.
+    pub derived_series: bool,
+}
+
 /// A parsed, resolved manifest.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PluginManifest {
     pub capabilities: Capabilities,
+    pub delivery: DeliveryOptions,
     pub config: BTreeMap<String, ConfigValue>,
 }
 
@@ -159,7 +169,16 @@ struct RawManifest {
     #[serde(default)]
     capabilities: Option<RawCapabilities>,
     #[serde(default)]
+    delivery: Option<RawDelivery>,
+    #[serde(default)]
     config: Option<toml::Table>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    #[serde(default)]
+    derived_series: bool,
 }
 
 #[derive(Deserialize)]
@@ -213,8 +232,12 @@ impl PluginManifest {
                 .map_err(|e| ManifestError(format!("{file}: {e}")))?;
             config.insert(key, ConfigValue { value, secret });
         }
+        let delivery = DeliveryOptions {
+            derived_series: raw.delivery.is_some_and(|d| d.derived_series),
+        };
         Ok(PluginManifest {
             capabilities,
+            delivery,
             config,
         })
     }
@@ -522,6 +545,10 @@ mod tests {
         assert!(!format!("{m:?}").contains("s3cret"));
         assert!(!m.config_redacted().to_string().contains("s3cret"));
         assert_eq!(m.config["batch"].as_plugin_string(), "500");
+        assert!(!m.delivery.derived_series, "observations unless asked");
+        let m = PluginManifest::parse("[delivery]\nderived_series = true", "rw.toml", |_| None)
+            .unwrap();
+        assert!(m.delivery.derived_series);
     }
 
     #[test]
@@ -537,6 +564,11 @@ mod tests {
             ),
             ("[capabilities]\nmemory_mb = 0", "memory_mb"),
             ("[capabilities]\nfuel = 3", "unknown field `fuel`"),
+            ("[delivery]\nderived = true", "unknown field `derived`"),
+            (
+                "[delivery]\nderived_series = \"yes\"",
+                "invalid type: string \"yes\", expected a boolean",
+            ),
             (
                 "[config]\nkey = \"${MISSING}\"",
                 "MISSING}, which is not set",

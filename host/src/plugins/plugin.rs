@@ -360,6 +360,7 @@ impl Plugin {
     ) -> Result<Plugin, String> {
         let manifest = PluginManifest {
             capabilities: self.manifest.capabilities.clone(),
+            delivery: self.manifest.delivery.clone(),
             config,
         };
         if let Err(errors) = check_config(&self.description.config_schema, &manifest.config_json())

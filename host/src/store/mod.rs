@@ -258,10 +258,24 @@ impl Component {
     }
 }
 
+/// What [`Store::aggregates_at`] returns for one series.
+#[derive(Clone, Debug, Default)]
+pub struct AggregateAt {
+    pub series_id: i64,
+    /// Aggregate checkpoint (JSON), as of the snapshot.
+    pub state: Option<String>,
+    /// Observations after the seq asked about, in sequence order.
+    pub after: Vec<StoredSample>,
+    /// Summaries only: observations up to that seq inside the window, in
+    /// sequence order.
+    pub window: Vec<StoredSample>,
+}
+
 /// A stored sample with its series, as publishers receive it.
 #[derive(Clone, Debug)]
 pub struct LogSample {
     pub seq: i64,
+    pub series_id: i64,
     pub ts_ms: i64,
     pub value: f64,
     pub component: String,
@@ -441,6 +455,18 @@ pub trait Store: ExecutionStore + AlertStore + LogStats + Send + Sync + 'static 
         series_ids: &[i64],
         since_ms: i64,
     ) -> Result<Vec<StoredSample>, StoreError>;
+    /// The aggregate checkpoints of histogram/summary series as one snapshot
+    /// shows them, with the observations a publisher at `after_seq` has not
+    /// seen yet (`seq > after_seq`) and, for summaries, those up to it at or
+    /// after `window_from_ms` (a summary's quantile window): what it takes to
+    /// rebuild each aggregate as of `after_seq`. Series that do not exist
+    /// are left out.
+    async fn aggregates_at(
+        &self,
+        series_ids: &[i64],
+        after_seq: i64,
+        window_from_ms: i64,
+    ) -> Result<Vec<AggregateAt>, StoreError>;
     /// Series, deleted ones included, filtered by component, name and/or ids.
     async fn find_series(
         &self,
@@ -628,6 +654,38 @@ pub(crate) struct SampleRecord {
     value: Option<f64>,
 }
 
+/// Puts what both backends read for [`Store::aggregates_at`] together:
+/// `(series id, checkpoint)` rows and the two sample lists, each in
+/// sequence order.
+pub(crate) fn assemble_aggregates(
+    states: Vec<(i64, Option<String>)>,
+    after: Vec<StoredSample>,
+    window: Vec<StoredSample>,
+) -> Vec<AggregateAt> {
+    let mut out: Vec<AggregateAt> = states
+        .into_iter()
+        .map(|(series_id, state)| AggregateAt {
+            series_id,
+            state,
+            ..AggregateAt::default()
+        })
+        .collect();
+    out.sort_by_key(|a| a.series_id);
+    let slot =
+        |out: &mut Vec<AggregateAt>, id: i64| out.binary_search_by_key(&id, |a| a.series_id).ok();
+    for s in after {
+        if let Some(i) = slot(&mut out, s.series_id) {
+            out[i].after.push(s);
+        }
+    }
+    for s in window {
+        if let Some(i) = slot(&mut out, s.series_id) {
+            out[i].window.push(s);
+        }
+    }
+    out
+}
+
 /// A stored sample value as read back: SQLite reads a NaN as NULL (see
 /// `sample_value!` in `sqlite.rs`); PostgreSQL never returns one.
 pub(crate) fn stored_value(v: Option<f64>) -> f64 {
@@ -711,6 +769,7 @@ impl From<CursorRecord> for PublisherCursor {
 #[derive(sqlx::FromRow)]
 pub(crate) struct LogSampleRecord {
     seq: i64,
+    series_id: i64,
     ts: i64,
     value: f64,
     component: String,
@@ -723,6 +782,7 @@ impl From<LogSampleRecord> for LogSample {
     fn from(r: LogSampleRecord) -> Self {
         LogSample {
             seq: r.seq,
+            series_id: r.series_id,
             ts_ms: r.ts,
             value: r.value,
             component: r.component,

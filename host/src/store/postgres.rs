@@ -6,13 +6,13 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, Row, Transaction};
 
+use super::{AggregateAt, RetentionRule, RetentionRuleRecord};
 use super::{
     Committed, Component, ComponentRecord, Context, CursorRecord, DeadLetter, EventQuery,
     LatestValue, Lease, LogItems, LogSampleRecord, PublisherCursor, SampleQuery, SampleRecord,
     SeriesRecord, SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
     COMPONENT_COLUMNS,
 };
-use super::{RetentionRule, RetentionRuleRecord};
 use crate::events::StoredEvent;
 
 mod executions;
@@ -406,6 +406,60 @@ impl Store for PostgresStore {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    async fn aggregates_at(
+        &self,
+        series_ids: &[i64],
+        after_seq: i64,
+        window_from_ms: i64,
+    ) -> Result<Vec<AggregateAt>, StoreError> {
+        if series_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One snapshot: a commit writes the checkpoints and the samples
+        // together, so each checkpoint is exactly its samples' fold.
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("beginning an aggregate read")?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .context("beginning an aggregate read")?;
+        let states: Vec<(i64, Option<String>)> =
+            sqlx::query_as("SELECT id, state FROM series WHERE id = ANY($1)")
+                .bind(series_ids)
+                .fetch_all(&mut *tx)
+                .await
+                .context("reading aggregate checkpoints")?;
+        let after: Vec<SampleRecord> = sqlx::query_as(
+            "SELECT seq, series_id, ts, value FROM samples
+             WHERE series_id = ANY($1) AND seq > $2 ORDER BY seq",
+        )
+        .bind(series_ids)
+        .bind(after_seq)
+        .fetch_all(&mut *tx)
+        .await
+        .context("reading observations after a cursor")?;
+        let window: Vec<SampleRecord> = sqlx::query_as(
+            "SELECT s.seq, s.series_id, s.ts, s.value FROM samples s JOIN series r ON r.id = s.series_id
+             WHERE s.series_id = ANY($1) AND s.seq <= $2 AND s.ts >= $3
+               AND r.metric_type = 'summary' ORDER BY s.seq",
+        )
+        .bind(series_ids)
+        .bind(after_seq)
+        .bind(window_from_ms)
+        .fetch_all(&mut *tx)
+        .await
+        .context("reading summary windows")?;
+        tx.commit().await.context("ending an aggregate read")?;
+        Ok(super::assemble_aggregates(
+            states,
+            after.into_iter().map(Into::into).collect(),
+            window.into_iter().map(Into::into).collect(),
+        ))
+    }
+
     async fn find_series(
         &self,
         component: Option<&str>,
@@ -647,7 +701,8 @@ impl Store for PostgresStore {
             .await
             .context("beginning a log read")?;
         let rows: Vec<LogSampleRecord> = sqlx::query_as(
-            "SELECT s.seq, s.ts, s.value, r.component, r.metric_name, r.metric_type, r.labels
+            "SELECT s.seq, s.series_id, s.ts, s.value, r.component, r.metric_name, r.metric_type,
+                    r.labels
              FROM samples s JOIN series r ON r.id = s.series_id
              WHERE s.seq > $1 ORDER BY s.seq LIMIT $2",
         )

@@ -9,13 +9,13 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::{AggregateAt, RetentionRule, RetentionRuleRecord};
 use super::{
     Committed, Component, ComponentRecord, Context, CursorRecord, DeadLetter, EventQuery,
     LatestValue, Lease, LogItems, LogSample, NewSeries, PublisherCursor, SampleQuery, SampleRecord,
     SampleRow, SeriesRecord, SeriesRef, Store, StoreError, StoredSample, StoredSeries, WriteBatch,
     COMPONENT_COLUMNS,
 };
-use super::{RetentionRule, RetentionRuleRecord};
 use crate::events::StoredEvent;
 
 mod executions;
@@ -467,6 +467,62 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
+    async fn aggregates_at(
+        &self,
+        series_ids: &[i64],
+        after_seq: i64,
+        window_from_ms: i64,
+    ) -> Result<Vec<AggregateAt>, StoreError> {
+        if series_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = ids_json(series_ids);
+        // One read transaction: the checkpoints and the samples from the
+        // same WAL snapshot (a commit writes both together).
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .context("beginning an aggregate read")?;
+        let states: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT id, state FROM series WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .context("reading aggregate checkpoints")?;
+        let after: Vec<SampleRecord> = sqlx::query_as(concat!(
+            "SELECT seq, series_id, ts, ",
+            sample_value!("value"),
+            " AS value FROM samples
+             WHERE seq > ? AND series_id IN (SELECT value FROM json_each(?)) ORDER BY seq"
+        ))
+        .bind(after_seq)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .context("reading observations after a cursor")?;
+        let window: Vec<SampleRecord> = sqlx::query_as(concat!(
+            "SELECT s.seq, s.series_id, s.ts, ",
+            sample_value!("s.value"),
+            " AS value FROM samples s JOIN series r ON r.id = s.series_id
+             WHERE s.ts >= ? AND s.seq <= ? AND r.metric_type = 'summary'
+               AND s.series_id IN (SELECT value FROM json_each(?)) ORDER BY s.seq"
+        ))
+        .bind(window_from_ms)
+        .bind(after_seq)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .context("reading summary windows")?;
+        tx.commit().await.context("ending an aggregate read")?;
+        Ok(super::assemble_aggregates(
+            states,
+            after.into_iter().map(Into::into).collect(),
+            window.into_iter().map(Into::into).collect(),
+        ))
+    }
+
     async fn find_series(
         &self,
         component: Option<&str>,
@@ -726,14 +782,14 @@ impl Store for SqliteStore {
             ", r.component, r.metric_name,
                       r.metric_type, r.labels, NULL AS workflow_id, NULL AS task_id,
                       NULL AS backend, NULL AS received_at, NULL AS execution_id,
-                      NULL AS source_id, NULL AS project_module
+                      NULL AS source_id, NULL AS project_module, s.series_id
                FROM samples s JOIN series r ON r.id = s.series_id
                WHERE s.seq > ?1 ORDER BY s.seq LIMIT ?2)
              UNION ALL
              SELECT * FROM (
                SELECT seq, 1, 0, event_ts, event_id, event_type, session_id, body,
                       workflow_id, task_id, backend, received_at, execution_id, source_id,
-                      project_module
+                      project_module, 0
                FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2)"
         ))
         .bind(seq)
@@ -749,6 +805,7 @@ impl Store for SqliteStore {
             if r.get::<i64, _>(1) == 0 {
                 samples.push(LogSample {
                     seq: r.get(0),
+                    series_id: r.get(15),
                     ts_ms: r.get(2),
                     value: super::stored_value(r.get(3)),
                     component: r.get(4),

@@ -56,7 +56,7 @@ pub(crate) fn group(batch: &Batch, mode: CounterNames) -> Grouped {
             unsupported.push((
                 s.seq(),
                 format!(
-                    "{} observations are not sent by remote-write (only counters and gauges; see the plugin's README)",
+                    "{} observations are not sent as such by remote-write: set `[delivery] derived_series = true` in the plugin's manifest to send the `_bucket`/`_sum`/`_count` (or quantile) series Vigil's export shows",
                     s.kind().as_str()
                 ),
             ));
