@@ -581,6 +581,44 @@ async fn derived_histogram_and_summary_series_agree_with_a_scrape_of_vigil() {
     }
     let (_, v) = one(&rw, &sel("d_size_bytes_sum"), times[1].1).await;
     assert_eq!(v, "400");
+
+    // An observation reported with an older timestamp than the series' last:
+    // Prometheus refuses its derived samples, so the observation is a dead
+    // letter with Prometheus's message; the next one's samples include it.
+    let (t_late, s_late) = ago(5);
+    server
+        .report_ok(&report(
+            &component,
+            [
+                histogram("d_latency_seconds", 0.2)
+                    .label("path", "/a")
+                    .at(&times[0].0),
+                histogram("d_latency_seconds", 0.9)
+                    .label("path", "/a")
+                    .at(&t_late),
+            ],
+        ))
+        .await;
+    let p = server
+        .wait_publisher("rw", WAIT, "lag 0", |p| p["lag"] == 0)
+        .await;
+    assert_eq!(p["dead_lettered"], 1, "{p:#}");
+    assert_eq!(p["delivered"], n + 1, "{p:#}");
+    let (_, page) = status_json(server.get("/api/v2/publishers/rw/dead-letters").await).await;
+    let letter = &page["dead_letters"][0];
+    assert_eq!(letter["item"]["value"], 0.2, "{page:#}");
+    assert_eq!(letter["item"]["kind"], "histogram", "{page:#}");
+    assert!(
+        letter["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("out of"),
+        "Prometheus's message: {page:#}"
+    );
+    let (_, v) = one(&rw, &le("+Inf"), s_late).await;
+    assert_eq!(v, "7", "both late observations are counted");
+    let (_, v) = one(&rw, &le("0.5"), s_late).await;
+    assert_eq!(v, "4");
 }
 
 /// Observations the publisher had not delivered when Vigil restarted

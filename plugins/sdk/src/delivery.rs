@@ -102,10 +102,14 @@ impl From<DeliveryError> for wit::DeliveryError {
 }
 
 /// Outcome of a publish call that reached the receiver: every item not
-/// rejected here counts as delivered.
+/// rejected here counts as delivered. An item is rejected at most once (the
+/// host refuses an answer that names one twice): several samples of one seq
+/// (the derived series of one observation) refused together give one
+/// rejection, with the first reason.
 #[derive(Debug, Clone, Default)]
 pub struct PublishReport {
     rejected: Vec<Rejection>,
+    seen: std::collections::HashSet<u64>,
 }
 
 impl PublishReport {
@@ -116,6 +120,9 @@ impl PublishReport {
 
     /// Marks item `seq` as refused for good (it goes to the dead letters).
     pub fn reject(&mut self, seq: u64, reason: impl Into<String>) -> &mut PublishReport {
+        if !self.seen.insert(seq) {
+            return self;
+        }
         self.rejected.push(Rejection {
             seq,
             reason: reason.into(),
@@ -212,5 +219,19 @@ mod tests {
         assert_eq!(seqs, vec![3, 4, 5]);
         let wit: wit::PublishReport = r.into();
         assert_eq!(wit.rejected.len(), 3);
+    }
+
+    #[test]
+    fn a_seq_is_rejected_once_with_its_first_reason() {
+        let mut r = PublishReport::all_accepted();
+        r.reject(7, "out of order")
+            .reject(8, "x")
+            .reject(7, "again");
+        let got: Vec<(u64, &str)> = r
+            .rejected()
+            .iter()
+            .map(|x| (x.seq, x.reason.as_str()))
+            .collect();
+        assert_eq!(got, vec![(7, "out of order"), (8, "x")]);
     }
 }
