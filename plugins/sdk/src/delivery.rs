@@ -130,6 +130,14 @@ impl PublishReport {
         self
     }
 
+    /// A report of exactly these rejections, repeats included: nothing is
+    /// merged (the host checks the answer and refuses a seq named twice).
+    /// For tests of the host's checks; plugins use [`PublishReport::reject`].
+    pub fn from_rejections(rejected: Vec<Rejection>) -> PublishReport {
+        let seen = rejected.iter().map(|r| r.seq).collect();
+        PublishReport { rejected, seen }
+    }
+
     /// Like [`PublishReport::reject`], by value.
     pub fn with_rejected(mut self, seq: u64, reason: impl Into<String>) -> PublishReport {
         self.reject(seq, reason);

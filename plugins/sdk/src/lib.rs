@@ -65,7 +65,7 @@ pub mod notifier;
 pub mod publisher;
 
 pub use config::Config;
-pub use delivery::{DeliveryError, PublishReport, Receipt};
+pub use delivery::{DeliveryError, PublishReport, Receipt, Rejection};
 pub use plugin::PluginInfo;
 
 /// What the `export_*!` macros expand to; not part of the API.
