@@ -56,6 +56,16 @@ fn ago(secs: i64) -> (String, f64) {
     )
 }
 
+/// A real Prometheus with its remote-write receiver on (`None` after a
+/// loud skip when it is not installed).
+async fn receiving_prometheus() -> Option<PrometheusServer> {
+    PrometheusServer::start(PrometheusOptions {
+        remote_write_receiver: true,
+        ..Default::default()
+    })
+    .await
+}
+
 /// The one series `expr` returns at `time`: its labels and value.
 async fn one(prom: &PrometheusServer, expr: &str, time: f64) -> (Value, String) {
     let result = prom.query(expr, Some(time)).await;
@@ -66,12 +76,7 @@ async fn one(prom: &PrometheusServer, expr: &str, time: f64) -> (Value, String) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn samples_read_back_exactly_from_a_real_prometheus() {
-    let Some(prom) = PrometheusServer::start(PrometheusOptions {
-        remote_write_receiver: true,
-        ..Default::default()
-    })
-    .await
-    else {
+    let Some(prom) = receiving_prometheus().await else {
         return;
     };
     let db = TestDatabase::new(&Backend::Sqlite).await;
@@ -141,12 +146,7 @@ async fn samples_read_back_exactly_from_a_real_prometheus() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_out_of_order_sample_is_a_dead_letter_and_the_rest_of_its_batch_arrives() {
-    let Some(prom) = PrometheusServer::start(PrometheusOptions {
-        remote_write_receiver: true,
-        ..Default::default()
-    })
-    .await
-    else {
+    let Some(prom) = receiving_prometheus().await else {
         return;
     };
     let db = TestDatabase::new(&Backend::Sqlite).await;
@@ -340,12 +340,7 @@ async fn events_reach_loki_in_time_order_once_each_and_refused_entries_are_dead_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_prometheus_outage_delays_samples_without_losing_any() {
-    let Some(prom) = PrometheusServer::start(PrometheusOptions {
-        remote_write_receiver: true,
-        ..Default::default()
-    })
-    .await
-    else {
+    let Some(prom) = receiving_prometheus().await else {
         return;
     };
     let mut proxy = TcpProxy::start(prom.addr()).await;
@@ -479,12 +474,7 @@ async fn by_labels(prom: &PrometheusServer, expr: &str) -> BTreeMap<String, Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn derived_histogram_and_summary_series_agree_with_a_scrape_of_vigil() {
-    let Some(rw) = PrometheusServer::start(PrometheusOptions {
-        remote_write_receiver: true,
-        ..Default::default()
-    })
-    .await
-    else {
+    let Some(rw) = receiving_prometheus().await else {
         return;
     };
     let db = TestDatabase::new(&Backend::Sqlite).await;
@@ -624,12 +614,7 @@ async fn derived_histogram_and_summary_series_agree_with_a_scrape_of_vigil() {
 /// Observations the publisher had not delivered when Vigil restarted
 /// continue the counts from the store's aggregate, not from zero.
 async fn derived_series_continue_from_the_store_after_a_restart(backend: Backend) {
-    let Some(rw) = PrometheusServer::start(PrometheusOptions {
-        remote_write_receiver: true,
-        ..Default::default()
-    })
-    .await
-    else {
+    let Some(rw) = receiving_prometheus().await else {
         return;
     };
     let mut proxy = TcpProxy::start(rw.addr()).await;
@@ -691,12 +676,7 @@ async fn derived_series_continue_from_the_store_after_a_restart(backend: Backend
 /// restart Prometheus holds every acknowledged sample (re-sent identical
 /// samples are accepted, none is a dead letter).
 async fn a_sigkill_mid_delivery_loses_no_acknowledged_sample(backend: Backend) {
-    let Some(prom) = PrometheusServer::start(PrometheusOptions {
-        remote_write_receiver: true,
-        ..Default::default()
-    })
-    .await
-    else {
+    let Some(prom) = receiving_prometheus().await else {
         return;
     };
     let db = TestDatabase::new(&backend).await;

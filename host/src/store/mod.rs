@@ -671,15 +671,14 @@ pub(crate) fn assemble_aggregates(
         })
         .collect();
     out.sort_by_key(|a| a.series_id);
-    let slot =
-        |out: &mut Vec<AggregateAt>, id: i64| out.binary_search_by_key(&id, |a| a.series_id).ok();
+    let slot = |out: &[AggregateAt], id: i64| out.binary_search_by_key(&id, |a| a.series_id).ok();
     for s in after {
-        if let Some(i) = slot(&mut out, s.series_id) {
+        if let Some(i) = slot(&out, s.series_id) {
             out[i].after.push(s);
         }
     }
     for s in window {
-        if let Some(i) = slot(&mut out, s.series_id) {
+        if let Some(i) = slot(&out, s.series_id) {
             out[i].window.push(s);
         }
     }
