@@ -143,6 +143,15 @@ pub async fn run(
     );
     let debug_fields = Arc::new(DebugFieldProviders::new(config.debug_fields_budget));
     let config = Arc::new(config);
+    let notifiers: Arc<crate::alerts::channels::ChannelNotifiers> = Arc::default();
+    let alerts = crate::alerts::engine::AlertEngine::new(
+        store.clone(),
+        index.clone(),
+        plugins.clone(),
+        notifiers.clone(),
+        metrics.clone(),
+        format!("http://{}", config.listen),
+    );
     let state = AppState {
         config: config.clone(),
         store,
@@ -156,7 +165,8 @@ pub async fn run(
         head: head.clone(),
         live: live.clone(),
         debug_fields,
-        notifiers: Arc::default(),
+        notifiers,
+        alerts: alerts.clone(),
     };
 
     let api_listener = bind(config.listen).await?;
@@ -187,6 +197,8 @@ pub async fn run(
     let mut background: Vec<JoinHandle<()>> = vec![
         tokio::spawn(retention_loop(state.clone(), stop_rx.clone())),
         tokio::spawn(live.run(state.store.clone(), head.clone(), stop_rx.clone())),
+        tokio::spawn(alerts.clone().run(stop_rx.clone())),
+        tokio::spawn(alerts.run_sender(stop_rx.clone())),
     ];
     if state.store.backend() == "postgres" {
         // Replicas wake each other's live followers (the log stays the truth).

@@ -41,6 +41,7 @@ pub use prometheus::{PrometheusOptions, PrometheusServer};
 pub use proxy::*;
 pub use receivers::elasticsearch::{ElasticsearchReceiver, StoredDoc};
 pub use receivers::loki::LokiReceiver;
+pub use receivers::slack::SlackAnswer;
 pub use receivers::webhook::{ReceivedRequest, Reply, WebhookReceiver};
 pub use reports::*;
 pub use server::*;

@@ -28,6 +28,10 @@ pub struct PrometheusOptions {
     pub scrape_interval: Option<Duration>,
     /// Starts the remote-write receiver (`--web.enable-remote-write-receiver`).
     pub remote_write_receiver: bool,
+    /// OpenMetrics text (with timestamps, ending `# EOF`) written into the
+    /// storage before start by `promtool tsdb create-blocks-from openmetrics`,
+    /// so queries see exactly these samples.
+    pub backfill: Option<String>,
 }
 
 fn free_port() -> u16 {
@@ -80,6 +84,22 @@ impl PrometheusServer {
             config.push_str("]\n");
         }
         std::fs::write(dir.join("prometheus.yml"), config).expect("prometheus config");
+        if let Some(text) = &options.backfill {
+            let file = dir.join("backfill.om");
+            std::fs::write(&file, text).expect("backfill file");
+            let out = Command::new("promtool")
+                .args(["tsdb", "create-blocks-from", "openmetrics"])
+                .arg(&file)
+                .arg(dir.join("data"))
+                .output()
+                .expect("run promtool");
+            assert!(
+                out.status.success(),
+                "promtool backfill failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let mut cmd = Command::new("prometheus");

@@ -157,6 +157,63 @@ pub fn payload_json(n: &types::Notification) -> Value {
     })
 }
 
+fn pairs_of(v: &Value) -> Vec<(String, String)> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn status_of(v: &Value) -> types::AlertStatus {
+    if v.as_str() == Some("resolved") {
+        types::AlertStatus::Resolved
+    } else {
+        types::AlertStatus::Firing
+    }
+}
+
+fn ms_of(v: &Value) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(v.as_str()?)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// The notification a delivery recorded ([`payload_json`] read back), for
+/// a retry; `None` when the record is not one this server wrote.
+pub fn from_payload(v: &Value) -> Option<types::Notification> {
+    let alerts = v
+        .get("alerts")?
+        .as_array()?
+        .iter()
+        .map(|a| {
+            Some(types::Alert {
+                fingerprint: a.get("fingerprint")?.as_str()?.to_string(),
+                status: status_of(a.get("status")?),
+                labels: pairs_of(a.get("labels")?),
+                annotations: pairs_of(a.get("annotations")?),
+                starts_at: ms_of(a.get("startsAt")?)?,
+                ends_at: a.get("endsAt").and_then(ms_of),
+                value: a.get("value").and_then(Value::as_f64),
+                generator_url: a.get("generatorURL")?.as_str()?.to_string(),
+            })
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(types::Notification {
+        group_key: v.get("groupKey")?.as_str()?.to_string(),
+        status: status_of(v.get("status")?),
+        receiver: v.get("receiver")?.as_str()?.to_string(),
+        group_labels: pairs_of(v.get("groupLabels")?),
+        common_labels: pairs_of(v.get("commonLabels")?),
+        common_annotations: pairs_of(v.get("commonAnnotations")?),
+        external_url: v.get("externalURL")?.as_str()?.to_string(),
+        truncated_alerts: v.get("truncatedAlerts")?.as_u64()? as u32,
+        alerts,
+    })
+}
+
 /// The fingerprints and statuses of a notification's alerts.
 pub fn alerts_json(n: &types::Notification) -> Value {
     Value::Array(
@@ -190,6 +247,15 @@ mod tests {
             fingerprint(&pairs(&[("a", "1b")])),
             fingerprint(&pairs(&[("a1", "b")]))
         );
+    }
+
+    #[test]
+    fn a_recorded_payload_reads_back_as_the_notification() {
+        let mut n = test_notification("ops", "http://vigil:8080", 1_700_000_000_123);
+        n.alerts[0].value = Some(2.5);
+        let back = from_payload(&payload_json(&n)).unwrap();
+        assert_eq!(payload_json(&back), payload_json(&n));
+        assert!(from_payload(&json!({"alerts": "no"})).is_none());
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub enum AppError {
     /// `400` with one `details` entry per bad field of a request body.
     InvalidBody(Vec<ItemError>),
     Unavailable(String),
+    /// `422`: a well-formed request that could not be carried out (an
+    /// expression that fails to evaluate).
+    Unprocessable(String),
     Internal(String),
 }
 
@@ -135,6 +138,9 @@ impl AppError {
                 Some(items),
             ),
             AppError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m, None),
+            AppError::Unprocessable(m) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "evaluation_failed", m, None)
+            }
             AppError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", m, None)

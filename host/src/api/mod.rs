@@ -2,6 +2,7 @@
 //! request passes (request id, tracing span, bearer-token scopes, own metrics).
 //! Handlers live in one file per resource. Does not own storage or validation.
 
+mod alert_rules;
 mod alerting;
 mod auth;
 mod components;
@@ -17,6 +18,7 @@ mod plugins;
 mod publishers;
 mod retention;
 mod runtime_registry;
+mod silences;
 mod streams;
 
 use std::sync::Arc;
@@ -65,6 +67,8 @@ pub struct AppState {
     pub debug_fields: Arc<DebugFieldProviders>,
     /// One configured notifier per notification channel (issue 12).
     pub notifiers: Arc<crate::alerts::channels::ChannelNotifiers>,
+    /// The alert evaluator and notification sender (issue 12).
+    pub alerts: Arc<crate::alerts::engine::AlertEngine>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -254,6 +258,55 @@ pub fn route_table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
             Method::GET,
             "/api/v2/alert-deliveries",
             get(alerting::list_deliveries),
+        ),
+        (
+            Method::GET,
+            "/api/v2/alert-rules",
+            get(alert_rules::list_rules),
+        ),
+        (
+            Method::POST,
+            "/api/v2/alert-rules",
+            post(alert_rules::create_rule),
+        ),
+        (
+            Method::POST,
+            "/api/v2/alert-rules/import",
+            post(alert_rules::import_rules),
+        ),
+        (
+            Method::POST,
+            "/api/v2/alert-rules/preview",
+            post(alert_rules::preview_rule),
+        ),
+        (
+            Method::GET,
+            "/api/v2/alert-rules/{id}",
+            get(alert_rules::read_rule),
+        ),
+        (
+            Method::PATCH,
+            "/api/v2/alert-rules/{id}",
+            patch(alert_rules::update_rule),
+        ),
+        (
+            Method::DELETE,
+            "/api/v2/alert-rules/{id}",
+            delete(alert_rules::delete_rule),
+        ),
+        (Method::GET, "/api/v2/alerts", get(alert_rules::list_alerts)),
+        (
+            Method::GET,
+            "/api/v2/query",
+            get(alert_rules::instant_query),
+        ),
+        (Method::GET, "/api/v2/silences", get(silences::list)),
+        (Method::POST, "/api/v2/silences", post(silences::create)),
+        (Method::GET, "/api/v2/silences/{id}", get(silences::read)),
+        (
+            Method::DELETE,
+            "/api/v2/silences/{id}",
+            delete(silences::expire),
         ),
         // --- end issue 12 ---
         (

@@ -4,8 +4,8 @@ use axum::Json;
 use utoipa::OpenApi;
 
 use super::{
-    alerting, components, error, events, executions, health, metric_query, metrics, plugins,
-    publishers, retention, runtime_registry, streams,
+    alert_rules, alerting, components, error, events, executions, health, metric_query, metrics,
+    plugins, publishers, retention, runtime_registry, silences, streams,
 };
 
 #[derive(OpenApi)]
@@ -59,6 +59,19 @@ use super::{
         alerting::delete_channel,
         alerting::test_channel,
         alerting::list_deliveries,
+        alert_rules::list_rules,
+        alert_rules::create_rule,
+        alert_rules::preview_rule,
+        alert_rules::import_rules,
+        alert_rules::read_rule,
+        alert_rules::update_rule,
+        alert_rules::delete_rule,
+        alert_rules::list_alerts,
+        alert_rules::instant_query,
+        silences::list,
+        silences::create,
+        silences::read,
+        silences::expire,
     ),
     components(schemas(error::ErrorBody, crate::metrics::model::MetricReport)),
     modifiers(&BearerAuth)

@@ -416,6 +416,20 @@ impl SeriesIndex {
         doomed.len()
     }
 
+    /// Calls `f` with every held series (id, key, family type), the
+    /// families in name order; for readers that need every series, such as
+    /// the alert evaluator's series catalog.
+    pub fn for_each_series(&self, mut f: impl FnMut(i64, &SeriesKey, MetricKind)) {
+        let inner = self.inner.read();
+        for family in inner.families.values() {
+            for id in &family.ids {
+                if let Some(e) = inner.series.get(id) {
+                    f(*id, &e.key, family.kind);
+                }
+            }
+        }
+    }
+
     /// Number of series exported at `now_ms` under `ttl_ms` (0 = no expiry).
     pub fn live_series(&self, now_ms: i64, ttl_ms: i64) -> usize {
         let inner = self.inner.read();

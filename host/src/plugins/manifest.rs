@@ -366,7 +366,8 @@ fn resolve_env(raw: &str, env: &impl Fn(&str) -> Option<String>) -> Result<(Stri
 
 /// Checks a config object against the subset of JSON Schema plugins use:
 /// `type` (string, integer, number, boolean, array, object, or a list of
-/// those), `enum`, `minimum`, `maximum`, `minLength`, `format: uri`; for
+/// those), `enum`, `minimum`, `maximum`, `minLength`, `pattern` (strings),
+/// `format: uri`; for
 /// arrays `items`, `minItems`, `maxItems`; for objects (the config itself and
 /// nested tables) `properties`, `required` and `additionalProperties: false`.
 /// Every problem is listed, each naming its key path.
@@ -463,6 +464,18 @@ fn check_value(path: &str, prop: &JsonMap, value: &serde_json::Value, errors: &m
                 "{path}: must be one of {}",
                 Value::Array(allowed.clone())
             ));
+        }
+    }
+    if let (Some(text), Some(pattern)) =
+        (value.as_str(), prop.get("pattern").and_then(Value::as_str))
+    {
+        // JSON Schema patterns are unanchored, as written.
+        match regex::Regex::new(pattern) {
+            Ok(re) if re.is_match(text) => {}
+            Ok(_) => errors.push(format!("{path}: must match the pattern {pattern}")),
+            Err(_) => errors.push(format!(
+                "{path}: the plugin's schema has a pattern this host cannot read ({pattern})"
+            )),
         }
     }
     if let (Some(n), Some(min)) = (value.as_f64(), prop.get("minimum").and_then(Value::as_f64)) {
@@ -609,6 +622,29 @@ mod tests {
         assert!(errors
             .iter()
             .any(|e| e.contains("config.timeout_ms: must be at least 1")));
+    }
+
+    #[test]
+    fn string_patterns_are_enforced_and_other_types_pass_them() {
+        let schema = r#"{"type":"object","properties":{
+            "key":{"type":"string","pattern":"^[A-Za-z0-9]{32}$"},
+            "timeout_ms":{"type":["integer","string"],"pattern":"^[1-9][0-9]*$"},
+            "odd":{"type":"string","pattern":"(unclosed"}}}"#;
+        let ok = serde_json::json!({"key": "R0UT1NGKEY0123456789abcdefABCDEF", "timeout_ms": 5});
+        assert!(check_config(schema, &ok).is_ok());
+        let errors = check_config(
+            schema,
+            &serde_json::json!({"key": "short", "timeout_ms": "05", "odd": "x"}),
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors
+            .iter()
+            .any(|e| e.starts_with("config.key: must match")));
+        assert!(errors
+            .iter()
+            .any(|e| e.starts_with("config.timeout_ms: must match")));
+        assert!(errors.iter().any(|e| e.contains("cannot read")));
     }
 
     #[test]

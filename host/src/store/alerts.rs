@@ -98,8 +98,8 @@ pub trait AlertStore: Send + Sync {
     async fn update_delivery(&self, row: &DeliveryRow) -> Result<(), StoreError>;
     async fn get_delivery(&self, id: &str) -> Result<Option<DeliveryRow>, StoreError>;
     async fn list_deliveries(&self, q: &DeliveryQuery) -> Result<Vec<DeliveryRow>, StoreError>;
-    /// Deliveries still to attempt (`pending`, `retrying`) due by `now_ms`,
-    /// oldest first.
+    /// Notifications still to attempt (`pending`, `retrying`) due by
+    /// `now_ms`, oldest first (channel tests are attempted by their request).
     async fn due_deliveries(&self, now_ms: i64, limit: u32)
         -> Result<Vec<DeliveryRow>, StoreError>;
 }
@@ -109,6 +109,37 @@ pub(crate) const CHANNEL_COLUMNS: &str =
 pub(crate) const DELIVERY_COLUMNS: &str =
     "n, id, channel_id, rule_id, group_key, kind, status, attempts,
     response_status, last_error, receipt, alerts, payload, created_at, updated_at, next_attempt_at";
+
+/// Inserts a delivery and returns its `n`; bound by [`bind_delivery!`].
+pub(crate) const INSERT_DELIVERY: &str = "INSERT INTO alert_deliveries (id, channel_id, rule_id,
+       group_key, kind, status, attempts, response_status, last_error, receipt, alerts, payload,
+       created_at, updated_at, next_attempt_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+     RETURNING n";
+
+/// Binds a delivery row to [`INSERT_DELIVERY`].
+macro_rules! bind_delivery {
+    ($query:expr, $row:expr) => {
+        $query
+            .bind(&$row.id)
+            .bind(&$row.channel_id)
+            .bind(&$row.rule_id)
+            .bind(&$row.group_key)
+            .bind(&$row.kind)
+            .bind(&$row.status)
+            .bind($row.attempts)
+            .bind($row.response_status)
+            .bind(&$row.last_error)
+            .bind(&$row.receipt)
+            .bind(&$row.alerts)
+            .bind(&$row.payload)
+            .bind($row.created_ms)
+            .bind($row.updated_ms)
+            .bind($row.next_attempt_ms)
+    };
+}
+
+pub(crate) use bind_delivery;
 
 /// Implements [`AlertStore`] for a store type with a `pool` field.
 macro_rules! alert_store {
@@ -223,28 +254,10 @@ macro_rules! alert_store {
                 row: &$crate::store::alerts::DeliveryRow,
             ) -> Result<i64, $crate::store::StoreError> {
                 use $crate::store::Context;
-                let n: i64 = sqlx::query_scalar(
-                    "INSERT INTO alert_deliveries (id, channel_id, rule_id, group_key, kind,
-                       status, attempts, response_status, last_error, receipt, alerts, payload,
-                       created_at, updated_at, next_attempt_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-                     RETURNING n",
+                let n: i64 = $crate::store::alerts::bind_delivery!(
+                    sqlx::query_scalar($crate::store::alerts::INSERT_DELIVERY),
+                    row
                 )
-                .bind(&row.id)
-                .bind(&row.channel_id)
-                .bind(&row.rule_id)
-                .bind(&row.group_key)
-                .bind(&row.kind)
-                .bind(&row.status)
-                .bind(row.attempts)
-                .bind(row.response_status)
-                .bind(&row.last_error)
-                .bind(&row.receipt)
-                .bind(&row.alerts)
-                .bind(&row.payload)
-                .bind(row.created_ms)
-                .bind(row.updated_ms)
-                .bind(row.next_attempt_ms)
                 .fetch_one(&self.pool)
                 .await
                 .context("recording a delivery")?;
@@ -326,7 +339,7 @@ macro_rules! alert_store {
                 use $crate::store::Context;
                 sqlx::query_as(&format!(
                     "SELECT {} FROM alert_deliveries
-                     WHERE status IN ('pending', 'retrying')
+                     WHERE status IN ('pending', 'retrying') AND kind = 'notification'
                        AND (next_attempt_at IS NULL OR next_attempt_at <= $1)
                      ORDER BY n LIMIT $2",
                     $crate::store::alerts::DELIVERY_COLUMNS

@@ -3,6 +3,7 @@
 //! `migrations/`), the append-only samples log, series, components and
 //! retention deletes. Does not know HTTP, validation or exposition.
 
+pub(crate) mod alert_rules;
 pub(crate) mod alerts;
 mod executions;
 mod log_stats;
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+pub use alert_rules::{RuleRow, RuleStore};
 pub use alerts::{AlertStore, ChannelRow, DeliveryQuery, DeliveryRow};
 pub use executions::{ExecutionQuery, ExecutionRow, ExecutionStore, ExecutionUpdate, StateCount};
 pub use log_stats::LogStats;
@@ -431,7 +433,9 @@ pub struct DeadLetter {
 
 /// The storage operations Vigil needs; implemented for SQLite and PostgreSQL.
 #[async_trait]
-pub trait Store: ExecutionStore + AlertStore + LogStats + Send + Sync + 'static {
+pub trait Store:
+    ExecutionStore + AlertStore + RuleStore + LogStats + Send + Sync + 'static
+{
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
     /// A cheap round trip, for readiness.

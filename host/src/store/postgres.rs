@@ -18,6 +18,7 @@ use crate::events::StoredEvent;
 mod executions;
 
 super::alerts::alert_store!(PostgresStore);
+super::alert_rules::rule_store!(PostgresStore);
 
 /// Advisory lock (bigint key, transaction scope) held while a transaction
 /// takes sequence numbers for the log: samples and events then commit in

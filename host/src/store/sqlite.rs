@@ -21,6 +21,7 @@ use crate::events::StoredEvent;
 mod executions;
 
 super::alerts::alert_store!(SqliteStore);
+super::alert_rules::rule_store!(SqliteStore);
 
 /// SQLite serves one process: every lease is granted and stays held.
 struct LocalLease;

@@ -4,4 +4,6 @@
 
 pub mod elasticsearch;
 pub mod loki;
+pub mod pagerduty;
+pub mod slack;
 pub mod webhook;

@@ -1,0 +1,474 @@
+//! The alert evaluator and the notification sender, two background tasks
+//! each under its own lease (one replica evaluates and one sends at a time,
+//! as one delivers for each publisher). The evaluator runs every enabled
+//! rule on its interval (and at once when rules change), moves its alerts
+//! (`alerts::state`), flushes due notification groups, and commits the new
+//! state together with the notifications it queued. The sender attempts
+//! queued notifications through their channel's notifier, retrying
+//! retryable failures with backoff up to [`MAX_RETRY_AGE_MS`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Mutex, Notify};
+
+use super::catalog::{self, SeriesCatalog};
+use super::channels::ChannelNotifiers;
+use super::deliveries::{self, Attempt, Outcome};
+use super::notification;
+use super::promql;
+use super::rules::RuleSpec;
+use super::silences::{ActiveSilence, Silence};
+use super::state::{Evaluation, RuleState};
+use crate::metrics::index::SeriesIndex;
+use crate::plugins::PluginRegistry;
+use crate::store::{RuleRow, Store};
+use crate::telemetry::SelfMetrics;
+
+/// How long a notification is retried before it is `failed`.
+pub const MAX_RETRY_AGE_MS: i64 = 3_600_000;
+/// Longest wait between two attempts of one notification.
+const MAX_BACKOFF_MS: i64 = 300_000;
+/// How often the catalog of series is refreshed from the index.
+const CATALOG_EVERY: Duration = Duration::from_millis(500);
+/// Longest sleep of the evaluator between passes.
+const IDLE: Duration = Duration::from_millis(1_000);
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The wait before attempt `n + 1` after `n` failed ones: 1 s, 2 s, 4 s, …
+pub fn backoff_ms(attempts: i64) -> i64 {
+    let exp = attempts.clamp(1, 20) - 1;
+    (1_000i64 << exp).min(MAX_BACKOFF_MS)
+}
+
+pub struct AlertEngine {
+    store: Arc<dyn Store>,
+    index: Arc<SeriesIndex>,
+    plugins: Arc<PluginRegistry>,
+    notifiers: Arc<ChannelNotifiers>,
+    metrics: Arc<SelfMetrics>,
+    external_url: String,
+    rules_changed: Notify,
+    queued: Notify,
+    catalog: Mutex<(SeriesCatalog, Option<Instant>)>,
+}
+
+impl AlertEngine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        index: Arc<SeriesIndex>,
+        plugins: Arc<PluginRegistry>,
+        notifiers: Arc<ChannelNotifiers>,
+        metrics: Arc<SelfMetrics>,
+        external_url: String,
+    ) -> Arc<Self> {
+        Arc::new(AlertEngine {
+            store,
+            index,
+            plugins,
+            notifiers,
+            metrics,
+            external_url,
+            rules_changed: Notify::new(),
+            queued: Notify::new(),
+            catalog: Mutex::new((SeriesCatalog::default(), None)),
+        })
+    }
+
+    /// The link notifications carry back to this server.
+    pub fn external_url(&self) -> &str {
+        &self.external_url
+    }
+
+    /// A rule was created, changed or deleted: evaluate now.
+    pub fn rules_changed(&self) {
+        self.rules_changed.notify_one();
+    }
+
+    /// Evaluates `query` at `t_ms` over the stored samples; the vector's
+    /// label sets lose `__name__`, as an alert's labels do in Prometheus.
+    pub async fn evaluate(&self, query: &promql::Query, t_ms: i64) -> Evaluation {
+        vector_of(self.evaluate_value(query, t_ms).await?)
+    }
+
+    /// Evaluates `query` at `t_ms` over the stored samples, as it is.
+    pub async fn evaluate_value(
+        &self,
+        query: &promql::Query,
+        t_ms: i64,
+    ) -> Result<promql::Value, String> {
+        let data = {
+            let mut guard = self.catalog.lock().await;
+            let (cat, at) = &mut *guard;
+            if at.is_none_or(|t| t.elapsed() >= CATALOG_EVERY) {
+                cat.refresh(&self.index);
+                *at = Some(Instant::now());
+            }
+            catalog::fetch(&*self.store, cat, query, t_ms, t_ms)
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        query.eval(t_ms, &data).map_err(|e| e.to_string())
+    }
+
+    /// Evaluates `spec` over stored history (see `alerts::preview`).
+    pub async fn preview(
+        &self,
+        spec: &RuleSpec,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<super::preview::Preview, String> {
+        let mut guard = self.catalog.lock().await;
+        let (cat, at) = &mut *guard;
+        if at.is_none_or(|t| t.elapsed() >= CATALOG_EVERY) {
+            cat.refresh(&self.index);
+            *at = Some(Instant::now());
+        }
+        super::preview::run(&*self.store, cat, spec, start_ms, end_ms, step_ms).await
+    }
+
+    /// The evaluator: runs while this replica holds the evaluator lease.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let stopping = *stop.borrow();
+            if stopping {
+                return;
+            }
+            let mut lease = match self.store.try_lease("alerting/evaluator").await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => {
+                    if pause(&mut stop, Duration::from_secs(1)).await {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot take the alert evaluator lease; retrying");
+                    if pause(&mut stop, Duration::from_secs(5)).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            // What another replica evaluated before is in the store.
+            let mut states: HashMap<String, RuleState> = HashMap::new();
+            let mut lease_checked = Instant::now();
+            loop {
+                if lease_checked.elapsed() >= Duration::from_secs(1) {
+                    if !lease.held().await {
+                        tracing::warn!("alert evaluator lease lost; standing by");
+                        break;
+                    }
+                    lease_checked = Instant::now();
+                }
+                let wait = match self.pass(&mut states).await {
+                    Ok(wait) => wait,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "alert evaluation pass failed; retrying");
+                        states.clear();
+                        Duration::from_secs(1)
+                    }
+                };
+                let stopped = tokio::select! {
+                    _ = tokio::time::sleep(wait) => false,
+                    _ = self.rules_changed.notified() => false,
+                    _ = stop.wait_for(|s| *s) => true,
+                };
+                if stopped {
+                    lease.release().await;
+                    return;
+                }
+            }
+            lease.release().await;
+        }
+    }
+
+    /// One pass over every rule; answers how long to wait for the next.
+    async fn pass(
+        &self,
+        states: &mut HashMap<String, RuleState>,
+    ) -> Result<Duration, crate::store::StoreError> {
+        let rules = self.store.list_rules().await?;
+        let silences = self.active_silences(now_ms()).await?;
+        let mut next = now_ms() + IDLE.as_millis() as i64;
+        for row in &rules {
+            let spec: RuleSpec = match serde_json::from_str(&row.spec) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(rule = %row.name, error = %e, "stored rule cannot be read; skipped");
+                    continue;
+                }
+            };
+            if !states.contains_key(&row.id) {
+                let saved = self.store.rule_state(&row.id).await?;
+                let state = saved
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or_default();
+                states.insert(row.id.clone(), state);
+            }
+            let Some(state) = states.get_mut(&row.id) else {
+                continue;
+            };
+            if let Some(at) = self.step(row, &spec, state, &silences).await? {
+                next = next.min(at);
+            }
+        }
+        states.retain(|id, _| rules.iter().any(|r| &r.id == id));
+        Ok(Duration::from_millis(
+            (next - now_ms()).clamp(20, IDLE.as_millis() as i64) as u64,
+        ))
+    }
+
+    /// Evaluates `row` if due, flushes its due groups, commits what changed;
+    /// answers when it is next due.
+    async fn step(
+        &self,
+        row: &RuleRow,
+        spec: &RuleSpec,
+        state: &mut RuleState,
+        silences: &[ActiveSilence],
+    ) -> Result<Option<i64>, crate::store::StoreError> {
+        let now = now_ms();
+        if !spec.enabled {
+            if *state != RuleState::default() {
+                *state = RuleState {
+                    rule_updated_ms: row.updated_ms,
+                    ..RuleState::default()
+                };
+                let json = serde_json::to_string(state).unwrap_or_default();
+                self.store
+                    .commit_evaluation(&row.id, &json, &[], now)
+                    .await?;
+            }
+            return Ok(None);
+        }
+        let edited = state.rule_updated_ms != row.updated_ms;
+        let due = edited
+            || state
+                .last_eval_ms
+                .is_none_or(|last| now - last >= spec.interval_ms);
+        let flush_due = state.next_flush_ms().is_some_and(|f| f <= now);
+        if !due && !flush_due {
+            return Ok(Some(state.last_eval_ms.unwrap_or(now) + spec.interval_ms)
+                .map(|at| state.next_flush_ms().map_or(at, |f| f.min(at))));
+        }
+        if due {
+            let started = Instant::now();
+            let result = match &spec.events {
+                Some(rule) => super::event_rules::evaluate(&*self.store, rule, now).await,
+                None => match spec.query() {
+                    Ok(q) => self.evaluate(&q, now).await,
+                    Err(e) => Err(e.message),
+                },
+            };
+            state.observe(spec, result, now);
+            state.last_duration_ms = started.elapsed().as_secs_f64() * 1_000.0;
+            state.rule_updated_ms = row.updated_ms;
+        }
+        let mut channels = Vec::new();
+        let mut rows = HashMap::new();
+        for id in &spec.channels {
+            if let Some(c) = self.store.get_channel(id).await? {
+                if c.enabled {
+                    channels.push((c.id.clone(), c.name.clone(), c.send_resolved));
+                    rows.insert(c.id.clone(), c);
+                }
+            }
+        }
+        let silenced = |labels: &std::collections::BTreeMap<String, String>| {
+            silences.iter().any(|s| s.matches(labels))
+        };
+        let due_now = state.flush(spec, &channels, &self.external_url, &row.id, now, &silenced);
+        let mut queued = Vec::new();
+        let mut sending = false;
+        for d in &due_now {
+            let Some(channel) = rows.get(&d.channel_id) else {
+                continue;
+            };
+            let mut r = deliveries::new_row(
+                channel,
+                Some(row.id.clone()),
+                "notification",
+                &d.notification,
+                now,
+            );
+            if d.silenced {
+                r.status = "silenced".into();
+                r.next_attempt_ms = None;
+                self.metrics.count_notification(&channel.name, "silenced");
+            } else {
+                sending = true;
+            }
+            queued.push(r);
+        }
+        let json = serde_json::to_string(state).unwrap_or_default();
+        self.store
+            .commit_evaluation(&row.id, &json, &queued, now)
+            .await?;
+        if sending {
+            self.queued.notify_one();
+        }
+        let at = now + spec.interval_ms;
+        Ok(Some(state.next_flush_ms().map_or(at, |f| f.min(at))))
+    }
+
+    /// The silences in force at `now_ms`.
+    pub async fn active_silences(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<ActiveSilence>, crate::store::StoreError> {
+        Ok(self
+            .store
+            .list_silences()
+            .await?
+            .iter()
+            .filter_map(|b| serde_json::from_str::<Silence>(b).ok())
+            .filter(|s| s.state(now_ms) == "active")
+            .filter_map(|s| ActiveSilence::new(&s))
+            .collect())
+    }
+
+    /// The sender: runs while this replica holds the sender lease.
+    pub async fn run_sender(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let stopping = *stop.borrow();
+            if stopping {
+                return;
+            }
+            let mut lease = match self.store.try_lease("alerting/sender").await {
+                Ok(Some(lease)) => lease,
+                Ok(None) | Err(_) => {
+                    if pause(&mut stop, Duration::from_secs(1)).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            loop {
+                if !lease.held().await {
+                    tracing::warn!("notification sender lease lost; standing by");
+                    break;
+                }
+                let sent = match self.send_due().await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading queued notifications failed; retrying");
+                        0
+                    }
+                };
+                if sent > 0 {
+                    continue;
+                }
+                let stopped = tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => false,
+                    _ = self.queued.notified() => false,
+                    _ = stop.wait_for(|s| *s) => true,
+                };
+                if stopped {
+                    lease.release().await;
+                    return;
+                }
+            }
+            lease.release().await;
+        }
+    }
+
+    /// Attempts every due notification once, concurrently; answers how many.
+    async fn send_due(&self) -> Result<usize, crate::store::StoreError> {
+        let due = self.store.due_deliveries(now_ms(), 64).await?;
+        let n = due.len();
+        let results =
+            futures::future::join_all(due.into_iter().map(|row| self.send_one(row))).await;
+        for r in results {
+            r?;
+        }
+        Ok(n)
+    }
+
+    async fn send_one(
+        &self,
+        mut row: crate::store::DeliveryRow,
+    ) -> Result<(), crate::store::StoreError> {
+        let channel = self.store.get_channel(&row.channel_id).await?;
+        let permanent = |m: String| Attempt {
+            outcome: Outcome::Permanent(m),
+            response_status: None,
+        };
+        let attempt = match &channel {
+            None => permanent("the channel was deleted".into()),
+            Some(c) if !c.enabled => permanent(format!("channel `{}` is disabled", c.name)),
+            Some(c) => match serde_json::from_str(&row.payload)
+                .ok()
+                .and_then(|v| notification::from_payload(&v))
+            {
+                Some(n) => deliveries::attempt(&self.notifiers, &self.plugins, c, &n).await,
+                None => permanent("the recorded notification cannot be read".into()),
+            },
+        };
+        let now = now_ms();
+        let retry_at = match &attempt.outcome {
+            Outcome::Retryable { retry_after_ms, .. }
+                if now - row.created_ms < MAX_RETRY_AGE_MS =>
+            {
+                let wait = retry_after_ms
+                    .map(|ms| {
+                        i64::try_from(ms)
+                            .unwrap_or(MAX_BACKOFF_MS)
+                            .min(MAX_BACKOFF_MS)
+                    })
+                    .unwrap_or_else(|| backoff_ms(row.attempts + 1));
+                Some(now + wait)
+            }
+            _ => None,
+        };
+        deliveries::record(&mut row, &attempt, retry_at, now);
+        let name = channel
+            .as_ref()
+            .map_or(row.channel_id.as_str(), |c| c.name.as_str());
+        self.metrics.count_notification(name, &row.status);
+        if row.status != "sent" {
+            tracing::warn!(channel = %name, status = %row.status, error = ?row.last_error, "notification not delivered");
+        }
+        self.store.update_delivery(&row).await
+    }
+}
+
+/// An evaluation's vector without `__name__`.
+pub fn vector_of(value: promql::Value) -> Evaluation {
+    match value {
+        promql::Value::Vector(v) => Ok(v
+            .into_iter()
+            .map(|mut e| {
+                e.labels.remove("__name__");
+                (e.labels, e.value)
+            })
+            .collect()),
+        promql::Value::Scalar(_) => Err("the expression gives a scalar, not a vector".into()),
+    }
+}
+
+async fn pause(stop: &mut watch::Receiver<bool>, wait: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_five_minutes() {
+        assert_eq!(backoff_ms(1), 1_000);
+        assert_eq!(backoff_ms(2), 2_000);
+        assert_eq!(backoff_ms(4), 8_000);
+        assert_eq!(backoff_ms(12), MAX_BACKOFF_MS);
+        assert_eq!(backoff_ms(1_000), MAX_BACKOFF_MS);
+    }
+}

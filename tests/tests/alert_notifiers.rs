@@ -1,0 +1,278 @@
+//! The Slack and PagerDuty notifier plugins, end to end: a rule fires and
+//! resolves through each into a strict stand-in that checks the service's
+//! real format (`receivers::slack`, `receivers::pagerduty`); the channel
+//! test answers with each service's real failures; a rate-limited send is
+//! retried until it goes through.
+
+use std::time::Duration;
+
+use vigil_tests::receivers::{pagerduty, slack};
+use vigil_tests::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+const ROUTING_KEY: &str = "R0UT1NGKEY0123456789abcdefABCDEF";
+
+fn manifest(receiver: &WebhookReceiver) -> String {
+    format!(
+        "[capabilities]\nallowed_hosts = [\"{}\"]\ncall_timeout_ms = 3000\n",
+        receiver.origin()
+    )
+}
+
+async fn start(
+    db: &TestDatabase,
+    dir: &PluginDir,
+    plugin: &str,
+    crate_name: &str,
+    receiver: &WebhookReceiver,
+) -> TestServer {
+    dir.install_with_manifest(plugin, crate_name, &manifest(receiver));
+    let server = TestServer::builder(db).plugin_dir(dir.path()).start().await;
+    server
+        .wait_plugin(plugin, WAIT, "loaded", |p| p["state"] == "loaded")
+        .await;
+    server
+}
+
+async fn channel(server: &TestServer, body: Value) -> String {
+    let (status, json) = status_json(
+        server
+            .post_json("/api/v2/notification-channels", &body)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{json:#}");
+    assert!(
+        !json["config"].to_string().contains("services/T0"),
+        "a secret was answered: {json}"
+    );
+    json["id"].as_str().expect("id").to_string()
+}
+
+async fn rule(server: &TestServer) {
+    let (status, json) = status_json(
+        server
+            .post_json(
+                "/api/v2/alert-rules",
+                &json!({"name": "QueueHigh", "expr": "queue_depth > 100", "interval": "1s",
+                        "group_wait": "0s", "group_interval": "1s", "channels": ["pager"],
+                        "labels": {"severity": "critical"},
+                        "annotations": {"summary": "{{ $labels.component }} queue at {{ $value }}"}}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{json:#}");
+}
+
+async fn wait_count(receiver: &WebhookReceiver, n: usize) -> Vec<ReceivedRequest> {
+    poll_until(WAIT, &format!("{n} request(s)"), || async {
+        let r = receiver.requests();
+        (r.len() >= n).then_some(r)
+    })
+    .await
+}
+
+async fn slack_gets_firing_and_resolved_messages_and_its_failures_are_answered(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let dir = PluginDir::new();
+    let receiver = WebhookReceiver::start().await;
+    receiver.set_handler(|r, _| slack::reply(r, SlackAnswer::Ok));
+    let server = start(&db, &dir, "slack", "slack-notifier", &receiver).await;
+    let id = channel(
+        &server,
+        json!({"name": "pager", "plugin": "slack",
+               "config": {"webhook_url": receiver.url("/services/T000/B000/XXXX")}}),
+    )
+    .await;
+    let test_path = format!("/api/v2/notification-channels/{id}/test");
+    let (status, ok) = status_json(server.post_json(&test_path, &json!({})).await).await;
+    assert_eq!(status, 200, "{ok:#}");
+    assert!(
+        ok["receipt"]["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("ok"),
+        "{ok}"
+    );
+    for (answer, status, says) in [
+        (SlackAnswer::InvalidToken, 403, "invalid_token"),
+        (SlackAnswer::ChannelNotFound, 404, "channel_not_found"),
+        (SlackAnswer::ChannelIsArchived, 410, "channel_is_archived"),
+        (SlackAnswer::RateLimited(7), 429, "rate-limited"),
+    ] {
+        receiver.set_handler(move |r, _| slack::reply(r, answer));
+        let err = expect_error(
+            server.post_json(&test_path, &json!({})).await,
+            status,
+            "receiver_rejected",
+        )
+        .await;
+        assert!(
+            err["message"].as_str().unwrap_or("").contains(says),
+            "{answer:?}: {err:#}"
+        );
+    }
+    // Every message so far was well-formed.
+    for r in receiver.requests() {
+        slack::check_message(&r).unwrap_or_else(|e| panic!("malformed Slack message: {e}"));
+    }
+
+    // A rule fires and resolves; the first send is rate-limited and retried.
+    let before = receiver.count();
+    receiver.set_handler(move |r, i| {
+        slack::reply(
+            r,
+            if i == before {
+                SlackAnswer::RateLimited(1)
+            } else {
+                SlackAnswer::Ok
+            },
+        )
+    });
+    rule(&server).await;
+    server
+        .report_ok(&report("w1", [gauge("queue_depth", 150.0)]))
+        .await;
+    let got = wait_count(&receiver, before + 2).await;
+    let firing = slack::check_message(&got[before + 1]).expect("well-formed");
+    assert_eq!(
+        got[before].json()["text"],
+        firing["text"],
+        "the retry is the same message"
+    );
+    let text = firing["text"].as_str().unwrap_or("");
+    assert!(text.contains("[FIRING:1] QueueHigh"), "{text}");
+    assert!(firing.to_string().contains("w1 queue at 150"), "{firing}");
+    server
+        .report_ok(&report("w1", [gauge("queue_depth", 10.0)]))
+        .await;
+    let got = wait_count(&receiver, before + 3).await;
+    let resolved = slack::check_message(&got[before + 2]).expect("well-formed");
+    assert!(
+        resolved["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("[RESOLVED] QueueHigh"),
+        "{resolved}"
+    );
+    assert_ne!(
+        resolved["blocks"][0], firing["blocks"][0],
+        "firing and resolved look the same"
+    );
+}
+
+async fn pagerduty_triggers_and_resolves_one_incident_per_alert(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let dir = PluginDir::new();
+    let receiver = WebhookReceiver::start().await;
+    receiver.set_handler(|r, i| pagerduty::reply(r, i == 0));
+    let server = start(&db, &dir, "pd", "pagerduty-notifier", &receiver).await;
+    // A routing key that is not one is refused by the plugin's schema.
+    let err = expect_error(
+        server
+            .post_json(
+                "/api/v2/notification-channels",
+                &json!({"name": "pager", "plugin": "pd", "config": {"routing_key": "short"}}),
+            )
+            .await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert!(err.to_string().contains("routing_key"), "{err:#}");
+    let id = channel(
+        &server,
+        json!({"name": "pager", "plugin": "pd",
+               "config": {"routing_key": ROUTING_KEY, "url": receiver.url("/v2/enqueue")}}),
+    )
+    .await;
+    // The channel test: 429 passed on, then accepted with PagerDuty's dedup_key.
+    let test_path = format!("/api/v2/notification-channels/{id}/test");
+    expect_error(
+        server.post_json(&test_path, &json!({})).await,
+        429,
+        "receiver_rejected",
+    )
+    .await;
+    let (status, ok) = status_json(server.post_json(&test_path, &json!({})).await).await;
+    assert_eq!(status, 200, "{ok:#}");
+    assert!(
+        ok["receipt"]["id"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("vigil-")),
+        "{ok}"
+    );
+    let before = receiver.count();
+
+    rule(&server).await;
+    for c in ["w1", "w2"] {
+        server
+            .report_ok(&report(c, [gauge("queue_depth", 150.0)]))
+            .await;
+    }
+    let got = wait_count(&receiver, before + 2).await;
+    let triggers: Vec<Value> = got[before..]
+        .iter()
+        .map(|r| pagerduty::check_event(r).unwrap_or_else(|e| panic!("invalid event: {e:?}")))
+        .collect();
+    let mut keys = Vec::new();
+    for t in &triggers {
+        assert_eq!(t["event_action"], "trigger");
+        assert_eq!(t["payload"]["severity"], "critical");
+        assert!(
+            t["payload"]["summary"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("QueueHigh: w"),
+            "{t}"
+        );
+        keys.push(t["dedup_key"].as_str().unwrap_or("").to_string());
+    }
+    assert_ne!(keys[0], keys[1], "two alerts share one incident");
+    for c in ["w1", "w2"] {
+        server
+            .report_ok(&report(c, [gauge("queue_depth", 5.0)]))
+            .await;
+    }
+    let got = wait_count(&receiver, before + 4).await;
+    let mut resolved: Vec<String> = got[before + 2..]
+        .iter()
+        .map(|r| {
+            let e = pagerduty::check_event(r).expect("valid");
+            assert_eq!(e["event_action"], "resolve");
+            e["dedup_key"].as_str().unwrap_or("").to_string()
+        })
+        .collect();
+    resolved.sort();
+    keys.sort();
+    assert_eq!(
+        resolved, keys,
+        "a resolve does not close the incident its trigger opened"
+    );
+    // A refused event is permanent, with PagerDuty's reasons.
+    receiver.set_handler(|_, _| {
+        Reply::status(400).json(
+            &json!({"status": "invalid event", "message": "Event object is invalid",
+            "errors": ["'payload.summary' is missing or blank"]}),
+        )
+    });
+    let err = expect_error(
+        server.post_json(&test_path, &json!({})).await,
+        400,
+        "receiver_rejected",
+    )
+    .await;
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("payload.summary"),
+        "{err:#}"
+    );
+}
+
+backend_tests!(
+    slack_gets_firing_and_resolved_messages_and_its_failures_are_answered,
+    pagerduty_triggers_and_resolves_one_incident_per_alert,
+);
