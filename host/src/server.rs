@@ -150,6 +150,7 @@ pub async fn run(
         plugins.clone(),
         notifiers.clone(),
         metrics.clone(),
+        head.clone(),
         format!("http://{}", config.listen),
     );
     let state = AppState {

@@ -723,7 +723,36 @@ async fn a_prometheus_rule_file_is_imported_and_its_rules_fire(backend: Backend)
     );
 }
 
+async fn a_commit_touching_a_rules_series_evaluates_it_at_once(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let dir = PluginDir::new();
+    let receiver = WebhookReceiver::start().await;
+    let server = server_with_channel(&db, &dir, &receiver).await;
+    report_depth(&server, "w1", 10.0).await;
+    // An hour between scheduled evaluations: only the commit can wake it.
+    create_rule(
+        &server,
+        json!({"name": "QueueHigh", "expr": "queue_depth{component=\"w1\"} > 100",
+               "interval": "1h", "group_wait": "0s", "channels": ["ops"]}),
+    )
+    .await;
+    poll_until(WAIT, "the first evaluation", || async {
+        let (_, rules) = status_json(server.get("/api/v2/alert-rules").await).await;
+        (rules["rules"][0]["health"] == "ok").then_some(())
+    })
+    .await;
+    // A commit of another series does not fire it; one of its own does.
+    server
+        .report_ok(&report("w2", [gauge("queue_depth", 500.0)]))
+        .await;
+    report_depth(&server, "w1", 150.0).await;
+    let sent = wait_requests(&receiver, 1).await;
+    assert_eq!(sent[0]["alerts"][0]["labels"]["component"], "w1");
+    assert_eq!(sent[0]["alerts"].as_array().map(|a| a.len()), Some(1));
+}
+
 backend_tests!(
+    a_commit_touching_a_rules_series_evaluates_it_at_once,
     a_prometheus_rule_file_is_imported_and_its_rules_fire,
     a_preview_answers_exact_pending_firing_and_resolve_times,
     an_event_count_rule_fires_per_workflow,

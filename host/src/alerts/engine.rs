@@ -1,7 +1,9 @@
 //! The alert evaluator and the notification sender, two background tasks
 //! each under its own lease (one replica evaluates and one sends at a time,
 //! as one delivers for each publisher). The evaluator runs every enabled
-//! rule on its interval (and at once when rules change), moves its alerts
+//! rule on its interval, at once when rules change, and as soon as a commit
+//! touches a series one of its selectors matches (event rules: any commit;
+//! at most every [`ON_COMMIT_EVERY_MS`] per rule), moves its alerts
 //! (`alerts::state`), flushes due notification groups, and commits the new
 //! state together with the notifications it queued. The sender attempts
 //! queued notifications through their channel's notifier, retrying
@@ -32,6 +34,8 @@ pub const MAX_RETRY_AGE_MS: i64 = 3_600_000;
 const MAX_BACKOFF_MS: i64 = 300_000;
 /// How often the catalog of series is refreshed from the index.
 const CATALOG_EVERY: Duration = Duration::from_millis(500);
+/// Shortest time between two commit-triggered evaluations of one rule.
+pub const ON_COMMIT_EVERY_MS: i64 = 100;
 /// Longest sleep of the evaluator between passes.
 const IDLE: Duration = Duration::from_millis(1_000);
 
@@ -52,6 +56,7 @@ pub struct AlertEngine {
     notifiers: Arc<ChannelNotifiers>,
     metrics: Arc<SelfMetrics>,
     external_url: String,
+    head: Arc<crate::bus::LogHead>,
     rules_changed: Notify,
     queued: Notify,
     catalog: Mutex<(SeriesCatalog, Option<Instant>)>,
@@ -64,6 +69,7 @@ impl AlertEngine {
         plugins: Arc<PluginRegistry>,
         notifiers: Arc<ChannelNotifiers>,
         metrics: Arc<SelfMetrics>,
+        head: Arc<crate::bus::LogHead>,
         external_url: String,
     ) -> Arc<Self> {
         Arc::new(AlertEngine {
@@ -72,6 +78,7 @@ impl AlertEngine {
             plugins,
             notifiers,
             metrics,
+            head,
             external_url,
             rules_changed: Notify::new(),
             queued: Notify::new(),
@@ -158,6 +165,8 @@ impl AlertEngine {
             // What another replica evaluated before is in the store.
             let mut states: HashMap<String, RuleState> = HashMap::new();
             let mut lease_checked = Instant::now();
+            let mut commits = self.head.subscribe();
+            let mut committed = false;
             loop {
                 if lease_checked.elapsed() >= Duration::from_secs(1) {
                     if !lease.held().await {
@@ -166,7 +175,7 @@ impl AlertEngine {
                     }
                     lease_checked = Instant::now();
                 }
-                let wait = match self.pass(&mut states).await {
+                let wait = match self.pass(&mut states, std::mem::take(&mut committed)).await {
                     Ok(wait) => wait,
                     Err(e) => {
                         tracing::warn!(error = %e, "alert evaluation pass failed; retrying");
@@ -177,6 +186,10 @@ impl AlertEngine {
                 let stopped = tokio::select! {
                     _ = tokio::time::sleep(wait) => false,
                     _ = self.rules_changed.notified() => false,
+                    changed = commits.changed() => {
+                        committed = changed.is_ok();
+                        false
+                    }
                     _ = stop.wait_for(|s| *s) => true,
                 };
                 if stopped {
@@ -192,7 +205,9 @@ impl AlertEngine {
     async fn pass(
         &self,
         states: &mut HashMap<String, RuleState>,
+        committed: bool,
     ) -> Result<Duration, crate::store::StoreError> {
+        let started = Instant::now();
         let rules = self.store.list_rules().await?;
         let silences = self.active_silences(now_ms()).await?;
         let mut next = now_ms() + IDLE.as_millis() as i64;
@@ -214,11 +229,24 @@ impl AlertEngine {
             let Some(state) = states.get_mut(&row.id) else {
                 continue;
             };
-            if let Some(at) = self.step(row, &spec, state, &silences).await? {
+            let touched = committed && self.touched(&spec, state).await;
+            if let Some(at) = self.step(row, &spec, state, &silences, touched).await? {
                 next = next.min(at);
             }
         }
         states.retain(|id, _| rules.iter().any(|r| &r.id == id));
+        let count = |s: super::state::AlertState| {
+            states
+                .values()
+                .flat_map(|st| st.alerts.values())
+                .filter(|a| a.state == s)
+                .count() as i64
+        };
+        self.metrics.observe_evaluation_pass(
+            started.elapsed(),
+            count(super::state::AlertState::Pending),
+            count(super::state::AlertState::Firing),
+        );
         Ok(Duration::from_millis(
             (next - now_ms()).clamp(20, IDLE.as_millis() as i64) as u64,
         ))
@@ -232,6 +260,7 @@ impl AlertEngine {
         spec: &RuleSpec,
         state: &mut RuleState,
         silences: &[ActiveSilence],
+        touched: bool,
     ) -> Result<Option<i64>, crate::store::StoreError> {
         let now = now_ms();
         if !spec.enabled {
@@ -249,6 +278,7 @@ impl AlertEngine {
         }
         let edited = state.rule_updated_ms != row.updated_ms;
         let due = edited
+            || touched
             || state
                 .last_eval_ms
                 .is_none_or(|last| now - last >= spec.interval_ms);
@@ -266,6 +296,8 @@ impl AlertEngine {
                     Err(e) => Err(e.message),
                 },
             };
+            self.metrics
+                .count_rule_evaluation(if result.is_ok() { "ok" } else { "error" });
             state.observe(spec, result, now);
             state.last_duration_ms = started.elapsed().as_secs_f64() * 1_000.0;
             state.rule_updated_ms = row.updated_ms;
@@ -315,6 +347,37 @@ impl AlertEngine {
         }
         let at = now + spec.interval_ms;
         Ok(Some(state.next_flush_ms().map_or(at, |f| f.min(at))))
+    }
+
+    /// Whether a commit since the rule's last evaluation touched what it
+    /// reads (any commit, for an event rule), and the last evaluation is at
+    /// least [`ON_COMMIT_EVERY_MS`] old.
+    async fn touched(&self, spec: &RuleSpec, state: &RuleState) -> bool {
+        let Some(last) = state.last_eval_ms else {
+            return false;
+        };
+        if !spec.enabled || now_ms() - last < ON_COMMIT_EVERY_MS {
+            return false;
+        }
+        if spec.events.is_some() {
+            return true;
+        }
+        let Ok(q) = spec.query() else {
+            return false;
+        };
+        let mut guard = self.catalog.lock().await;
+        let (cat, at) = &mut *guard;
+        if at.is_none_or(|t| t.elapsed() >= CATALOG_EVERY) {
+            cat.refresh(&self.index);
+            *at = Some(Instant::now());
+        }
+        q.selectors().iter().any(|sel| {
+            let ids = cat.select(&sel.matchers);
+            // A series new since the catalog was refreshed is in no id list
+            // yet: the catalog refreshes at most every CATALOG_EVERY.
+            self.index
+                .updated_since(ids.iter().map(|(id, _)| *id), last)
+        })
     }
 
     /// The silences in force at `now_ms`.

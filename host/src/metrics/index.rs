@@ -430,6 +430,17 @@ impl SeriesIndex {
         }
     }
 
+    /// Whether any of `ids` was reported at or after `since_ms` (wall clock).
+    pub fn updated_since(&self, ids: impl IntoIterator<Item = i64>, since_ms: i64) -> bool {
+        let inner = self.inner.read();
+        ids.into_iter().any(|id| {
+            inner
+                .series
+                .get(&id)
+                .is_some_and(|e| e.updated_ms >= since_ms)
+        })
+    }
+
     /// Number of series exported at `now_ms` under `ttl_ms` (0 = no expiry).
     pub fn live_series(&self, now_ms: i64, ttl_ms: i64) -> usize {
         let inner = self.inner.read();

@@ -23,6 +23,16 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NotificationLabels {
     channel: String,
     outcome: String,
@@ -40,6 +50,9 @@ pub struct SelfMetrics {
     components_alive: Gauge<i64, std::sync::atomic::AtomicI64>,
     up_since: Gauge<f64, AtomicU64>,
     notifications: Family<NotificationLabels, Counter>,
+    rule_evaluations: Family<OutcomeLabels, Counter>,
+    evaluation_pass: Histogram,
+    alerts: Family<StateLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
 }
 
 impl Default for SelfMetrics {
@@ -111,8 +124,30 @@ impl SelfMetrics {
             "Notification attempts by channel and outcome (sent, retrying, failed)",
             notifications.clone(),
         );
+        let rule_evaluations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "alert_rule_evaluations",
+            "Alert rule evaluations by outcome (ok, error)",
+            rule_evaluations.clone(),
+        );
+        let evaluation_pass = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register_with_unit(
+            "alert_evaluation_pass_duration",
+            "Time of one evaluator pass over every due rule",
+            Unit::Seconds,
+            evaluation_pass.clone(),
+        );
+        let alerts = Family::<StateLabels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
+        registry.register(
+            "alerts",
+            "Alerts held by the evaluator, by state (pending, firing)",
+            alerts.clone(),
+        );
         SelfMetrics {
             notifications,
+            rule_evaluations,
+            evaluation_pass,
+            alerts,
             registry,
             requests,
             request_duration,
@@ -148,6 +183,27 @@ impl SelfMetrics {
                 outcome: outcome.to_string(),
             })
             .inc();
+    }
+
+    /// Counts one rule evaluation that came to `outcome` (`ok`, `error`).
+    pub fn count_rule_evaluation(&self, outcome: &str) {
+        self.rule_evaluations
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    /// Records one evaluator pass and the alerts it holds afterwards.
+    pub fn observe_evaluation_pass(&self, elapsed: Duration, pending: i64, firing: i64) {
+        self.evaluation_pass.observe(elapsed.as_secs_f64());
+        for (state, n) in [("pending", pending), ("firing", firing)] {
+            self.alerts
+                .get_or_create(&StateLabels {
+                    state: state.to_string(),
+                })
+                .set(n);
+        }
     }
 
     pub fn observe_store_write(&self, elapsed: Duration) {
