@@ -272,7 +272,114 @@ async fn pagerduty_triggers_and_resolves_one_incident_per_alert(backend: Backend
     );
 }
 
+async fn alerts_are_forwarded_to_a_real_alertmanager_and_resolved_there(backend: Backend) {
+    let am_hook = WebhookReceiver::start().await;
+    let Some(am) = AlertmanagerServer::start("team", &am_hook.url("/am"), &["alertname"]).await
+    else {
+        return;
+    };
+    let db = TestDatabase::new(&backend).await;
+    let dir = PluginDir::new();
+    dir.install_with_manifest(
+        "am",
+        "alertmanager-notifier",
+        &format!(
+            "[capabilities]\nallowed_hosts = [\"{}\"]\ncall_timeout_ms = 3000\n",
+            am.origin()
+        ),
+    );
+    let server = TestServer::builder(&db)
+        .plugin_dir(dir.path())
+        .start()
+        .await;
+    server
+        .wait_plugin("am", WAIT, "loaded", |p| p["state"] == "loaded")
+        .await;
+    channel(
+        &server,
+        json!({"name": "pager", "plugin": "am", "config": {"url": am.origin()}}),
+    )
+    .await;
+    let (status, rule) = status_json(
+        server
+            .post_json(
+                "/api/v2/alert-rules",
+                &json!({"name": "QueueHigh", "expr": "queue_depth > 100", "interval": "1s",
+                        "group_wait": "0s", "group_interval": "1s", "repeat_interval": "1m",
+                        "channels": ["pager"], "labels": {"severity": "critical"},
+                        "annotations": {"summary": "{{ $labels.component }} queue at {{ $value }}"}}),
+            )
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{rule:#}");
+    let rule_id = rule["id"].as_str().expect("id").to_string();
+    server
+        .report_ok(&report("w1", [gauge("queue_depth", 150.0)]))
+        .await;
+    let held = poll_until(WAIT, "the alert in Alertmanager", || async {
+        am.alerts()
+            .await
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "QueueHigh")
+    })
+    .await;
+    assert_eq!(
+        held["labels"],
+        json!({"alertname": "QueueHigh", "component": "w1", "severity": "critical"})
+    );
+    assert_eq!(held["annotations"]["summary"], "w1 queue at 150");
+    assert_eq!(held["status"]["state"], "active", "{held:#}");
+    assert!(
+        held["generatorURL"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with(&rule_id),
+        "{held}"
+    );
+    let ends = parse_ts(&held["endsAt"]);
+    assert!(
+        ends > chrono::Utc::now() + chrono::Duration::hours(4),
+        "{held}"
+    );
+    // Alertmanager routes it to its own receiver...
+    let fired = poll_until(WAIT, "Alertmanager's firing notification", || async {
+        am_hook
+            .requests()
+            .iter()
+            .map(|r| r.json())
+            .find(|n| n["status"] == "firing")
+    })
+    .await;
+    assert_eq!(fired["alerts"][0]["labels"]["component"], "w1");
+    // ...and resolves it when Vigil says it ended.
+    server
+        .report_ok(&report("w1", [gauge("queue_depth", 5.0)]))
+        .await;
+    let resolved = poll_until(WAIT, "Alertmanager's resolved notification", || async {
+        am_hook
+            .requests()
+            .iter()
+            .map(|r| r.json())
+            .find(|n| n["status"] == "resolved")
+    })
+    .await;
+    assert_eq!(
+        resolved["alerts"][0]["fingerprint"],
+        fired["alerts"][0]["fingerprint"]
+    );
+    assert!(
+        am.alerts()
+            .await
+            .iter()
+            .all(|a| a["status"]["state"] != "active"),
+        "still active in Alertmanager: {:#?}",
+        am.alerts().await
+    );
+}
+
 backend_tests!(
+    alerts_are_forwarded_to_a_real_alertmanager_and_resolved_there,
     slack_gets_firing_and_resolved_messages_and_its_failures_are_answered,
     pagerduty_triggers_and_resolves_one_incident_per_alert,
 );

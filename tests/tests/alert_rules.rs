@@ -751,7 +751,39 @@ async fn a_commit_touching_a_rules_series_evaluates_it_at_once(backend: Backend)
     assert_eq!(sent[0]["alerts"].as_array().map(|a| a.len()), Some(1));
 }
 
+async fn an_unchanged_firing_group_is_sent_again_after_repeat_interval(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let dir = PluginDir::new();
+    let receiver = WebhookReceiver::start().await;
+    let server = server_with_channel(&db, &dir, &receiver).await;
+    report_depth(&server, "w1", 150.0).await;
+    create_rule(
+        &server,
+        json!({"name": "QueueHigh", "expr": "queue_depth > 100", "interval": "1s",
+               "group_wait": "0s", "group_interval": "1s", "repeat_interval": "3s",
+               "channels": ["ops"]}),
+    )
+    .await;
+    wait_requests(&receiver, 3).await;
+    let r = receiver.requests();
+    for pair in r.windows(2).take(2) {
+        let (a, b) = (pair[0].json(), pair[1].json());
+        assert_eq!(
+            (a["status"].as_str(), b["status"].as_str()),
+            (Some("firing"), Some("firing"))
+        );
+        assert_eq!(a["groupKey"], b["groupKey"]);
+        assert_eq!(a["alerts"][0]["fingerprint"], b["alerts"][0]["fingerprint"]);
+        let gap = pair[1].at - pair[0].at;
+        assert!(
+            gap >= Duration::from_millis(2_900),
+            "sent again after {gap:?}, before repeat_interval"
+        );
+    }
+}
+
 backend_tests!(
+    an_unchanged_firing_group_is_sent_again_after_repeat_interval,
     a_commit_touching_a_rules_series_evaluates_it_at_once,
     a_prometheus_rule_file_is_imported_and_its_rules_fire,
     a_preview_answers_exact_pending_firing_and_resolve_times,

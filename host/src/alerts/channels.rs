@@ -21,11 +21,7 @@ const MAX_NAME: usize = 128;
 const MAX_CONFIG_BYTES: usize = 64 * 1024;
 
 fn invalid(field: &str, reason: impl Into<String>) -> ItemError {
-    ItemError {
-        index: None,
-        field: field.to_string(),
-        reason: reason.into(),
-    }
+    ItemError::top(field, reason)
 }
 
 /// Why a channel body was refused.

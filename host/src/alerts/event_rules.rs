@@ -65,11 +65,7 @@ pub struct EventRule {
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> ItemError {
-    ItemError {
-        index: None,
-        field: field.to_string(),
-        reason: reason.into(),
-    }
+    ItemError::top(field, reason)
 }
 
 fn field_name_ok(s: &str) -> bool {

@@ -44,11 +44,7 @@ pub struct Imported {
 }
 
 fn item(field: String, reason: impl Into<String>) -> ItemError {
-    ItemError {
-        index: None,
-        field,
-        reason: reason.into(),
-    }
+    ItemError::top(&field, reason)
 }
 
 fn to_json(v: serde_norway::Value) -> Result<Value, String> {

@@ -101,11 +101,7 @@ pub const DEFAULT_GROUP_INTERVAL_MS: i64 = 300_000;
 pub const DEFAULT_REPEAT_INTERVAL_MS: i64 = 4 * 3_600_000;
 
 fn invalid(field: &str, reason: impl Into<String>) -> ItemError {
-    ItemError {
-        index: None,
-        field: field.to_string(),
-        reason: reason.into(),
-    }
+    ItemError::top(field, reason)
 }
 
 /// Why a rule body was refused.

@@ -110,11 +110,7 @@ impl Silence {
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> ItemError {
-    ItemError {
-        index: None,
-        field: field.to_string(),
-        reason: reason.into(),
-    }
+    ItemError::top(field, reason)
 }
 
 fn time_of(v: &Value) -> Option<i64> {

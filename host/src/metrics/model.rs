@@ -64,7 +64,8 @@ pub struct ItemError {
 }
 
 impl ItemError {
-    fn top(field: &str, reason: impl Into<String>) -> Self {
+    /// A problem with a top-level field (no item index).
+    pub fn top(field: &str, reason: impl Into<String>) -> Self {
         ItemError {
             index: None,
             field: field.to_string(),

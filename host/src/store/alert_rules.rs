@@ -63,6 +63,26 @@ pub(crate) const RULE_COLUMNS: &str = "id, name, spec, created_at, updated_at";
 /// Implements [`RuleStore`] for a store type with a `pool` field.
 macro_rules! rule_store {
     ($store:ty) => {
+        impl $store {
+            /// The rule whose `column` (`id` or `name`) is `value`.
+            async fn rule_where(
+                &self,
+                column: &'static str,
+                value: &str,
+            ) -> Result<Option<$crate::store::alert_rules::RuleRow>, $crate::store::StoreError>
+            {
+                use $crate::store::Context;
+                sqlx::query_as(&format!(
+                    "SELECT {} FROM alert_rules WHERE {column} = $1",
+                    $crate::store::alert_rules::RULE_COLUMNS
+                ))
+                .bind(value)
+                .fetch_optional(&self.pool)
+                .await
+                .context("reading an alert rule")
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::alert_rules::RuleStore for $store {
             async fn insert_rule(
@@ -91,15 +111,7 @@ macro_rules! rule_store {
                 id: &str,
             ) -> Result<Option<$crate::store::alert_rules::RuleRow>, $crate::store::StoreError>
             {
-                use $crate::store::Context;
-                sqlx::query_as(&format!(
-                    "SELECT {} FROM alert_rules WHERE id = $1",
-                    $crate::store::alert_rules::RULE_COLUMNS
-                ))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await
-                .context("reading an alert rule")
+                self.rule_where("id", id).await
             }
 
             async fn rule_by_name(
@@ -107,15 +119,7 @@ macro_rules! rule_store {
                 name: &str,
             ) -> Result<Option<$crate::store::alert_rules::RuleRow>, $crate::store::StoreError>
             {
-                use $crate::store::Context;
-                sqlx::query_as(&format!(
-                    "SELECT {} FROM alert_rules WHERE name = $1",
-                    $crate::store::alert_rules::RULE_COLUMNS
-                ))
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await
-                .context("reading an alert rule by name")
+                self.rule_where("name", name).await
             }
 
             async fn list_rules(

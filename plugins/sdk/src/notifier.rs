@@ -32,6 +32,17 @@ pub trait Notifier: Sized + 'static {
     }
 }
 
+/// `pairs` (labels or annotations) as a JSON object of strings, as
+/// Alertmanager's payloads write them.
+pub fn pairs_object(pairs: &[(String, String)]) -> serde_json::Value {
+    serde_json::Value::Object(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
+    )
+}
+
 /// The value of `name` among `pairs` (labels or annotations).
 pub fn get<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs

@@ -10,11 +10,11 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use vigil_plugin::http;
 use vigil_plugin::notifier::{
-    rfc3339, status_str, AlertStatus, Config, Notification, Notifier, NotifyError, Receipt,
-    ZERO_TIME,
+    pairs_object, rfc3339, status_str, AlertStatus, Config, Notification, Notifier, NotifyError,
+    Receipt, ZERO_TIME,
 };
 
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
@@ -24,15 +24,6 @@ struct WebhookNotifier {
     bearer_token: Option<String>,
     max_alerts: usize,
     timeout: Duration,
-}
-
-fn object(pairs: &[(String, String)]) -> Value {
-    Value::Object(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect::<Map<_, _>>(),
-    )
 }
 
 /// Alertmanager's webhook payload (version 4) for `n`, keeping at most
@@ -49,8 +40,8 @@ pub fn payload(n: &Notification, max_alerts: usize) -> Value {
         .map(|a| {
             json!({
                 "status": status_str(a.status),
-                "labels": object(&a.labels),
-                "annotations": object(&a.annotations),
+                "labels": pairs_object(&a.labels),
+                "annotations": pairs_object(&a.annotations),
                 "startsAt": rfc3339(a.starts_at),
                 // Alertmanager hides the end of an alert that still fires.
                 "endsAt": match (a.status, a.ends_at) {
@@ -66,9 +57,9 @@ pub fn payload(n: &Notification, max_alerts: usize) -> Value {
         "receiver": n.receiver,
         "status": status_str(n.status),
         "alerts": alerts,
-        "groupLabels": object(&n.group_labels),
-        "commonLabels": object(&n.common_labels),
-        "commonAnnotations": object(&n.common_annotations),
+        "groupLabels": pairs_object(&n.group_labels),
+        "commonLabels": pairs_object(&n.common_labels),
+        "commonAnnotations": pairs_object(&n.common_annotations),
         "externalURL": n.external_url,
         "version": "4",
         "groupKey": n.group_key,
