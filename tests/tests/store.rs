@@ -508,6 +508,33 @@ async fn events_share_the_log_with_samples_and_duplicates_are_kept_once(backend:
 /// concurrently while a reader follows the log the way a publisher does.
 /// Every item must be seen exactly once: a reader that has passed `seq`
 /// never finds a smaller one committed later.
+async fn expired_silences_are_deleted_after_their_retention_and_others_kept(backend: Backend) {
+    let db = TestDatabase::new(&backend).await;
+    let store = open(&db).await;
+    let day = 86_400_000;
+    let now = 1_800_000_000_000;
+    for (id, ends) in [
+        ("old", now - 6 * day),
+        ("recent", now - day),
+        ("active", now + day),
+    ] {
+        store
+            .save_silence(id, &format!("{{\"id\":\"{id}\"}}"), ends, now - 7 * day)
+            .await
+            .expect("save");
+    }
+    assert_eq!(
+        store
+            .delete_silences_ended_before(now - 5 * day)
+            .await
+            .expect("delete"),
+        1
+    );
+    let mut left = store.list_silences().await.expect("list");
+    left.sort();
+    assert_eq!(left, vec![r#"{"id":"active"}"#, r#"{"id":"recent"}"#]);
+}
+
 async fn a_log_reader_misses_nothing_while_two_writers_append(backend: Backend) {
     let db = TestDatabase::new(&backend).await;
     let first = open(&db).await;
@@ -618,6 +645,7 @@ async fn leases_are_exclusive_across_replicas_and_free_after_release(backend: Ba
 }
 
 vigil_tests::backend_tests!(
+    expired_silences_are_deleted_after_their_retention_and_others_kept,
     events_share_the_log_with_samples_and_duplicates_are_kept_once,
     a_log_reader_misses_nothing_while_two_writers_append,
     leases_are_exclusive_across_replicas_and_free_after_release,

@@ -36,6 +36,8 @@ const MAX_BACKOFF_MS: i64 = 300_000;
 const CATALOG_EVERY: Duration = Duration::from_millis(500);
 /// Shortest time between two commit-triggered evaluations of one rule.
 pub const ON_COMMIT_EVERY_MS: i64 = 100;
+/// How long an expired silence is kept (Alertmanager's default retention).
+pub const SILENCE_RETENTION_MS: i64 = 120 * 3_600_000;
 /// Longest sleep of the evaluator between passes.
 const IDLE: Duration = Duration::from_millis(1_000);
 
@@ -167,6 +169,7 @@ impl AlertEngine {
             let mut lease_checked = Instant::now();
             let mut commits = self.head.subscribe();
             let mut committed = false;
+            let mut silences_pruned: Option<Instant> = None;
             loop {
                 if lease_checked.elapsed() >= Duration::from_secs(1) {
                     if !lease.held().await {
@@ -174,6 +177,16 @@ impl AlertEngine {
                         break;
                     }
                     lease_checked = Instant::now();
+                }
+                if silences_pruned.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    silences_pruned = Some(Instant::now());
+                    if let Err(e) = self
+                        .store
+                        .delete_silences_ended_before(now_ms() - SILENCE_RETENTION_MS)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "deleting expired silences failed");
+                    }
                 }
                 let wait = match self.pass(&mut states, std::mem::take(&mut committed)).await {
                     Ok(wait) => wait,

@@ -44,6 +44,8 @@ pub trait RuleStore: Send + Sync {
     ) -> Result<(), StoreError>;
     /// Every silence's JSON, newest first.
     async fn list_silences(&self) -> Result<Vec<String>, StoreError>;
+    /// Deletes the silences that ended before `before_ms`; how many.
+    async fn delete_silences_ended_before(&self, before_ms: i64) -> Result<u64, StoreError>;
     /// Every saved state as `(rule_id, state)`.
     async fn list_rule_states(&self) -> Result<Vec<(String, String)>, StoreError>;
     /// Saves a rule's evaluator state and queues the notifications it
@@ -210,6 +212,19 @@ macro_rules! rule_store {
                     .fetch_all(&self.pool)
                     .await
                     .context("listing silences")
+            }
+
+            async fn delete_silences_ended_before(
+                &self,
+                before_ms: i64,
+            ) -> Result<u64, $crate::store::StoreError> {
+                use $crate::store::Context;
+                let done = sqlx::query("DELETE FROM alert_silences WHERE ends_at < $1")
+                    .bind(before_ms)
+                    .execute(&self.pool)
+                    .await
+                    .context("deleting expired silences")?;
+                Ok(done.rows_affected())
             }
 
             async fn list_rule_states(
