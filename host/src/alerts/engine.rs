@@ -170,6 +170,7 @@ impl AlertEngine {
             let mut commits = self.head.subscribe();
             let mut committed = false;
             let mut silences_pruned: Option<Instant> = None;
+            let mut last_pass = Instant::now();
             loop {
                 if lease_checked.elapsed() >= Duration::from_secs(1) {
                     if !lease.held().await {
@@ -188,6 +189,17 @@ impl AlertEngine {
                         tracing::warn!(error = %e, "deleting expired silences failed");
                     }
                 }
+                // Commits can arrive hundreds of times a second; a pass reads
+                // the rules and silences, so commit wake-ups share one pass
+                // per ON_COMMIT_EVERY_MS (no rule reacts faster anyway).
+                if committed {
+                    let since = last_pass.elapsed();
+                    let every = Duration::from_millis(ON_COMMIT_EVERY_MS as u64);
+                    if since < every {
+                        tokio::time::sleep(every - since).await;
+                    }
+                }
+                last_pass = Instant::now();
                 let wait = match self.pass(&mut states, std::mem::take(&mut committed)).await {
                     Ok(wait) => wait,
                     Err(e) => {
@@ -297,8 +309,7 @@ impl AlertEngine {
                 .is_none_or(|last| now - last >= spec.interval_ms);
         let flush_due = state.next_flush_ms().is_some_and(|f| f <= now);
         if !due && !flush_due {
-            return Ok(Some(state.last_eval_ms.unwrap_or(now) + spec.interval_ms)
-                .map(|at| state.next_flush_ms().map_or(at, |f| f.min(at))));
+            return Ok(Some(next_due(spec, state, now)));
         }
         if due {
             let started = Instant::now();
@@ -358,8 +369,7 @@ impl AlertEngine {
         if sending {
             self.queued.notify_one();
         }
-        let at = now + spec.interval_ms;
-        Ok(Some(state.next_flush_ms().map_or(at, |f| f.min(at))))
+        Ok(Some(next_due(spec, state, now)))
     }
 
     /// Whether a commit since the rule's last evaluation touched what it
@@ -512,6 +522,12 @@ impl AlertEngine {
         }
         self.store.update_delivery(&row).await
     }
+}
+
+/// When `state`'s rule is next due: its next evaluation or group flush.
+fn next_due(spec: &RuleSpec, state: &RuleState, now: i64) -> i64 {
+    let eval = state.last_eval_ms.unwrap_or(now) + spec.interval_ms;
+    state.next_flush_ms().map_or(eval, |f| f.min(eval))
 }
 
 /// An evaluation's vector without `__name__`.
