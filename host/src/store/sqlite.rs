@@ -35,41 +35,62 @@ impl Lease for LocalLease {
     async fn release(self: Box<Self>) {}
 }
 
+/// The SQL of an event listing: only the filters `q` gives appear, so
+/// SQLite's planner can use the index of the scope, type or time asked for
+/// (with `(?n IS NULL OR column = ?n)` for every filter it planned one scan
+/// of the whole log by seq for every query, whatever was asked).
+fn events_query_sql(q: &EventQuery) -> String {
+    let mut sql = String::from(
+        "SELECT seq, event_id, event_type, event_ts, session_id, workflow_id, task_id,
+           backend, execution_id, source_id, project_module, body, received_at
+         FROM events WHERE seq > ?1",
+    );
+    if !q.event_types.is_empty() {
+        sql.push_str(" AND event_type IN (SELECT value FROM json_each(?2))");
+    }
+    let scopes = [
+        (q.session_id.is_some(), "session_id = ?3"),
+        (q.workflow_id.is_some(), "workflow_id = ?4"),
+        (q.task_id.is_some(), "task_id = ?5"),
+        (q.start.is_some(), "event_ts >= ?6"),
+        (q.end.is_some(), "event_ts < ?7"),
+        (q.execution_id.is_some(), "execution_id = ?9"),
+        (q.source_id.is_some(), "source_id = ?10"),
+        (q.project_module.is_some(), "project_module = ?11"),
+    ];
+    for (given, condition) in scopes {
+        if given {
+            sql.push_str(" AND ");
+            sql.push_str(condition);
+        }
+    }
+    sql.push_str(" ORDER BY seq LIMIT ?8");
+    sql
+}
+
 async fn fetch_events<'e, E>(exec: E, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
     let types = serde_json::to_string(&q.event_types).unwrap_or_else(|_| "[]".into());
-    let rows: Vec<StoredEvent> = sqlx::query_as(
-        "SELECT seq, event_id, event_type, event_ts, session_id, workflow_id, task_id,
-           backend, execution_id, source_id, project_module, body, received_at
-         FROM events
-         WHERE seq > ?1
-           AND (?2 = '[]' OR event_type IN (SELECT value FROM json_each(?2)))
-           AND (?3 IS NULL OR session_id = ?3)
-           AND (?4 IS NULL OR workflow_id = ?4)
-           AND (?5 IS NULL OR task_id = ?5)
-           AND (?6 IS NULL OR event_ts >= ?6)
-           AND (?7 IS NULL OR event_ts < ?7)
-           AND (?9 IS NULL OR execution_id = ?9)
-           AND (?10 IS NULL OR source_id = ?10)
-           AND (?11 IS NULL OR project_module = ?11)
-         ORDER BY seq LIMIT ?8",
-    )
-    .bind(q.after_seq)
-    .bind(types)
-    .bind(&q.session_id)
-    .bind(&q.workflow_id)
-    .bind(&q.task_id)
-    .bind(q.start)
-    .bind(q.end)
-    .bind(i64::from(q.limit))
-    .bind(&q.execution_id)
-    .bind(&q.source_id)
-    .bind(&q.project_module)
-    .fetch_all(exec)
-    .await
-    .context("listing events")?;
+    let sql = events_query_sql(q);
+    // Every parameter is bound (numbered ones a query does not name are
+    // ignored by SQLite), so each filter keeps its number.
+    let rows: Vec<StoredEvent> = sqlx::query_as(&sql)
+        .bind(q.after_seq)
+        .bind(types)
+        .bind(&q.session_id)
+        .bind(&q.workflow_id)
+        .bind(&q.task_id)
+        .bind(q.start)
+        .bind(q.end)
+        .bind(i64::from(q.limit))
+        .bind(&q.execution_id)
+        .bind(&q.source_id)
+        .bind(&q.project_module)
+        .fetch_all(exec)
+        .await
+        .context("listing events")?;
     Ok(rows)
 }
 
@@ -969,5 +990,182 @@ impl Store for SqliteStore {
                 created_ms: r.get("created_at"),
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store in a new database file of its own, removed with the returned guard.
+    struct TempDb(std::path::PathBuf);
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+            }
+        }
+    }
+    async fn temp_store(name: &str) -> (SqliteStore, TempDb) {
+        let path = std::env::temp_dir().join(format!(
+            "vigil-sqlite-{}-{name}-{}.db",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        (store, TempDb(path))
+    }
+
+    /// SQLite's plan for an event listing: the index (or scan) it reads.
+    async fn plan(store: &SqliteStore, q: &EventQuery) -> String {
+        let sql = format!("EXPLAIN QUERY PLAN {}", events_query_sql(q));
+        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(&sql)
+            .bind(q.after_seq)
+            .bind("[]")
+            .bind(&q.session_id)
+            .bind(&q.workflow_id)
+            .bind(&q.task_id)
+            .bind(q.start)
+            .bind(q.end)
+            .bind(i64::from(q.limit))
+            .bind(&q.execution_id)
+            .bind(&q.source_id)
+            .bind(&q.project_module)
+            .fetch_all(&store.pool)
+            .await
+            .unwrap();
+        rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("; ")
+    }
+
+    #[tokio::test]
+    async fn event_listings_read_the_index_of_the_filter_they_give() {
+        let (store, _db) = temp_store("plan").await;
+        let some = |s: &str| Some(s.to_string());
+        let cases = [
+            (
+                EventQuery {
+                    task_id: some("task.1"),
+                    ..EventQuery::default()
+                },
+                "events_task",
+            ),
+            (
+                EventQuery {
+                    session_id: some("s"),
+                    ..EventQuery::default()
+                },
+                "events_session",
+            ),
+            (
+                EventQuery {
+                    workflow_id: some("w"),
+                    ..EventQuery::default()
+                },
+                "events_workflow",
+            ),
+            (
+                EventQuery {
+                    execution_id: some("e"),
+                    ..EventQuery::default()
+                },
+                "events_execution",
+            ),
+            (
+                EventQuery {
+                    source_id: some("s"),
+                    ..EventQuery::default()
+                },
+                "events_source",
+            ),
+            (
+                EventQuery {
+                    project_module: some("p"),
+                    ..EventQuery::default()
+                },
+                "events_project",
+            ),
+        ];
+        for (q, index) in cases {
+            let plan = plan(&store, &q).await;
+            assert!(plan.contains(index), "{q:?}: planned {plan}");
+        }
+        // An unfiltered listing walks the log by seq.
+        let plan = plan(&store, &EventQuery::default()).await;
+        assert!(plan.contains("PRIMARY KEY"), "planned {plan}");
+    }
+
+    #[tokio::test]
+    async fn event_filters_keep_their_meaning_when_only_some_are_given() {
+        let (store, _db) = temp_store("filters").await;
+        let events: Vec<crate::events::NewEvent> = crate::events::parse_events(
+            br#"[{"event_id":"a","event_type":"TaskStarted","event_time":100.0,"task_id":"t1","session_id":"s1"},
+                 {"event_id":"b","event_type":"TaskFailed","event_time":200.0,"task_id":"t1","session_id":"s2"},
+                 {"event_id":"c","event_type":"TaskFailed","event_time":300.0,"task_id":"t2","session_id":"s2"}]"#,
+            false,
+            100,
+            0,
+        )
+        .unwrap()
+        .events;
+        store
+            .commit(&WriteBatch {
+                events,
+                events_received_ms: 1,
+                ..WriteBatch::default()
+            })
+            .await
+            .unwrap();
+        let ids = |q: EventQuery| {
+            let store = &store;
+            async move {
+                store
+                    .list_events(&EventQuery { limit: 10, ..q })
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.event_id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        let some = |s: &str| Some(s.to_string());
+        assert_eq!(ids(EventQuery::default()).await, ["a", "b", "c"]);
+        let failed = vec!["TaskFailed".to_string()];
+        assert_eq!(
+            ids(EventQuery {
+                event_types: failed.clone(),
+                ..EventQuery::default()
+            })
+            .await,
+            ["b", "c"]
+        );
+        assert_eq!(
+            ids(EventQuery {
+                event_types: failed,
+                task_id: some("t1"),
+                ..EventQuery::default()
+            })
+            .await,
+            ["b"]
+        );
+        assert_eq!(
+            ids(EventQuery {
+                session_id: some("s2"),
+                end: Some(300.0),
+                ..EventQuery::default()
+            })
+            .await,
+            ["b"]
+        );
+        assert_eq!(
+            ids(EventQuery {
+                start: Some(150.0),
+                after_seq: 0,
+                ..EventQuery::default()
+            })
+            .await,
+            ["b", "c"]
+        );
     }
 }

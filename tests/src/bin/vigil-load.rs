@@ -10,8 +10,10 @@
 //!
 //! With `--events` it drives `POST /api/v2/events` instead: each request carries `--batch`
 //! RHAPSODY-shaped lifecycle events (AsyncFlow's `asyncflow.workflow_id` in `attributes`),
-//! every one with an `event_id` never sent before (a per-client template whose ids are
-//! rewritten in place per request), so every event is stored, none is a duplicate.
+//! every one with an `event_id` never sent before, its `event_time` the request's own time,
+//! and the lifecycle steps of tasks in flight (each request creates new tasks and moves the
+//! previous requests' tasks on), as a live client's batches are: a per-client template whose
+//! fixed-width fields are rewritten in place per request; none is a duplicate.
 //!
 //! With `--pushgateway` or `--remote-write` it drives a peer instead, with the same series
 //! and batch sizes, for the benchmark table's comparison figures: a Prometheus Pushgateway
@@ -534,75 +536,131 @@ fn build_pool(args: &Args) -> Result<Pool, String> {
     Ok(pool)
 }
 
-/// Digits of the per-event counter in an event id.
+/// Digits of the per-event counter in an event id, and of task and workflow numbers.
 const ID_DIGITS: usize = 12;
 
-/// One client's events body: a JSON array of `batch` events whose ids end in
-/// [`ID_DIGITS`] digits at `id_offsets`, rewritten for every request.
+/// A fixed-width field of the events template, rewritten for every request.
+#[derive(Clone, Copy)]
+enum Field {
+    /// The event's id counter.
+    Id,
+    /// `event_time` (or `emit_time`, `later` seconds after it) as
+    /// `SSSSSSSSSS.UUUUUU`: the request's own time, so times grow as a live
+    /// client's do.
+    Time { later_us: u64 },
+    /// The task number: event `i` of a request is lifecycle step `i % 4` of
+    /// task `(request - step) * tasks + i / 4`, so a request creates new tasks
+    /// and moves the three previous requests' tasks on (as a RHAPSODY batch
+    /// holds the events of many tasks in flight).
+    Task,
+    /// The workflow of that task (ten tasks each).
+    Workflow,
+}
+
+/// One client's events body: a JSON array of `batch` events whose ids, times,
+/// task and workflow numbers are fixed-width fields at known offsets,
+/// rewritten for every request.
 struct EventTemplate {
     bytes: Vec<u8>,
-    id_offsets: Vec<usize>,
+    /// (offset, event index, field)
+    fields: Vec<(usize, usize, Field)>,
+    batch: usize,
     sent: u64,
 }
 
+const TIME_WIDTH: usize = 17;
+
 impl EventTemplate {
+    const TYPES: [&'static str; 4] = [
+        "TaskCreated",
+        "TaskSubmitted",
+        "TaskStarted",
+        "TaskCompleted",
+    ];
+
     fn new(client: usize, batch: usize) -> EventTemplate {
-        const TYPES: [&str; 4] = [
-            "TaskCreated",
-            "TaskSubmitted",
-            "TaskStarted",
-            "TaskCompleted",
-        ];
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(1.7e9);
         let mut bytes = Vec::with_capacity(batch * 420);
-        let mut id_offsets = Vec::with_capacity(batch);
+        let mut fields = Vec::with_capacity(batch * 5);
+        let mut field = |bytes: &mut Vec<u8>, i: usize, f: Field, width: usize| {
+            fields.push((bytes.len(), i, f));
+            bytes.extend(std::iter::repeat_n(b'0', width));
+        };
         bytes.push(b'[');
         for i in 0..batch {
             if i > 0 {
                 bytes.push(b',');
             }
             bytes.extend_from_slice(format!("{{\"event_id\":\"load{client:02}-").as_bytes());
-            id_offsets.push(bytes.len());
-            bytes.extend_from_slice(&[b'0'; ID_DIGITS]);
-            let t = now + i as f64 * 0.000_731;
+            field(&mut bytes, i, Field::Id, ID_DIGITS);
             bytes.extend_from_slice(
                 format!(
-                    "\",\"event_type\":\"{}\",\"event_time\":{t},\"emit_time\":{},\"session_id\":\"session.load-{client}\",\
-                     \"backend\":\"concurrent\",\"task_id\":\"task.{:06}\",\"node_id\":null,\"attributes\":\
-                     {{\"executable\":\"/bin/sleep\",\"task_type\":\"ComputeTask\",\"asyncflow.workflow_id\":\"block.{:06}\"}},\
-                     \"duration_seconds\":0.25}}",
-                    TYPES[i % TYPES.len()],
-                    t + 0.0015,
-                    i / TYPES.len(),
-                    i / 40,
+                    "\",\"event_type\":\"{}\",\"event_time\":",
+                    Self::TYPES[i % Self::TYPES.len()]
                 )
                 .as_bytes(),
             );
+            field(&mut bytes, i, Field::Time { later_us: 0 }, TIME_WIDTH);
+            bytes.extend_from_slice(b",\"emit_time\":");
+            field(&mut bytes, i, Field::Time { later_us: 1500 }, TIME_WIDTH);
+            bytes.extend_from_slice(
+                format!(
+                    ",\"session_id\":\"session.load-{client}\",\"backend\":\"concurrent\",\"task_id\":\"task."
+                )
+                .as_bytes(),
+            );
+            field(&mut bytes, i, Field::Task, ID_DIGITS);
+            bytes.extend_from_slice(
+                b"\",\"node_id\":null,\"attributes\":{\"executable\":\"/bin/sleep\",\
+                  \"task_type\":\"ComputeTask\",\"asyncflow.workflow_id\":\"block.",
+            );
+            field(&mut bytes, i, Field::Workflow, ID_DIGITS);
+            bytes.extend_from_slice(b"\"},\"duration_seconds\":0.25}");
         }
         bytes.push(b']');
         EventTemplate {
             bytes,
-            id_offsets,
+            fields,
+            batch,
             sent: 0,
         }
     }
 
-    /// The next body: every id new.
+    /// The next body: every id new, times now, tasks moved on.
     fn next_body(&mut self) -> Vec<u8> {
         let mut body = self.bytes.clone();
-        let first = self.sent * self.id_offsets.len() as u64;
-        for (i, &at) in self.id_offsets.iter().enumerate() {
-            let mut n = first + i as u64;
-            for d in (0..ID_DIGITS).rev() {
-                body[at + d] = b'0' + (n % 10) as u8;
-                n /= 10;
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(1_700_000_000_000_000);
+        let steps = Self::TYPES.len() as u64;
+        let tasks = (self.batch as u64).div_ceil(steps);
+        let first_id = self.sent * self.batch as u64;
+        for &(at, i, field) in &self.fields {
+            let i = i as u64;
+            let task = || (self.sent + steps - i % steps) * tasks + i / steps;
+            match field {
+                Field::Id => put_digits(&mut body[at..at + ID_DIGITS], first_id + i),
+                Field::Task => put_digits(&mut body[at..at + ID_DIGITS], task()),
+                Field::Workflow => put_digits(&mut body[at..at + ID_DIGITS], task() / 10),
+                Field::Time { later_us } => {
+                    // Events of a request happened over the last moments, 10 µs apart.
+                    let t = now_us - (self.batch as u64 - i) * 10 + later_us;
+                    put_digits(&mut body[at..at + 10], t / 1_000_000);
+                    body[at + 10] = b'.';
+                    put_digits(&mut body[at + 11..at + TIME_WIDTH], t % 1_000_000);
+                }
             }
         }
         self.sent += 1;
         body
+    }
+}
+
+/// Writes `n` into `out` as decimal digits, zero-padded to its width.
+fn put_digits(out: &mut [u8], mut n: u64) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
     }
 }
 
