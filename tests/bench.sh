@@ -91,8 +91,8 @@ fi
 render="" plugins=""
 if [ "${VIGIL_BENCH_SKIP_CARGO_BENCH:-0}" != "1" ]; then
   echo "== scrape render and plugins (cargo bench)" >&2
-  render="$(cargo bench --locked -p vigil-host --bench export 2>>"$work/bench.log" | grep '^scrape render' || true)"
-  plugins="$(VIGIL_BENCH_RELOAD_ROUNDS="$rounds" cargo bench --locked -p vigil-host --bench plugins 2>>"$work/bench.log" || true)"
+  render="$(cargo bench --workspace --locked --bench export 2>>"$work/bench.log" | grep '^scrape render' || true)"
+  plugins="$(VIGIL_BENCH_RELOAD_ROUNDS="$rounds" cargo bench --workspace --locked --bench plugins 2>>"$work/bench.log" || true)"
 fi
 
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
@@ -124,7 +124,7 @@ fi
 if [ -n "$plugins" ]; then
   while IFS= read -r line; do
     case "$line" in
-      publish*|instantiation*|"end to end"*|*"serving"*|"reload"*) row "plugins: ${line%%:*}" "${line#*: }" "—" ;;
+      publish*|instantiation*|"end to end"*|"Prometheus alone"*|*"serving"*|"reload"*) row "plugins: ${line%%:*}" "${line#*: }" "—" ;;
     esac
   done <<<"$plugins"
 fi

@@ -110,6 +110,12 @@ fn engine_tier(
         .epoch_interruption(true)
         .max_wasm_stack(1024 * 1024)
         .async_stack_size(2 * 1024 * 1024);
+    // `VIGIL_PLUGIN_PROFILER=perfmap` names the plugins' compiled functions
+    // for `perf` (wasmtime writes /tmp/perf-<pid>.map), so a profile of the
+    // host splits a plugin's time by its own functions.
+    if std::env::var("VIGIL_PLUGIN_PROFILER").is_ok_and(|v| v == "perfmap") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     match tier {
         Tier::Optimized => {
             config.strategy(wasmtime::Strategy::Cranelift);
