@@ -32,6 +32,17 @@ impl AlertmanagerServer {
         webhook_url: &str,
         group_by: &[&str],
     ) -> Option<AlertmanagerServer> {
+        Self::start_with_group_wait(receiver_name, webhook_url, group_by, "100ms").await
+    }
+
+    /// As [`AlertmanagerServer::start`], with `group_wait` given (`0s`: a new
+    /// group goes out as soon as its first alert arrives).
+    pub async fn start_with_group_wait(
+        receiver_name: &str,
+        webhook_url: &str,
+        group_by: &[&str],
+        group_wait: &str,
+    ) -> Option<AlertmanagerServer> {
         let installed = Command::new(BINARY)
             .arg("--version")
             .stdout(Stdio::null())
@@ -49,7 +60,7 @@ impl AlertmanagerServer {
         std::fs::create_dir_all(dir.join("data")).expect("alertmanager dir");
         let group_by: Vec<String> = group_by.iter().map(|l| format!("'{l}'")).collect();
         let config = format!(
-            "route:\n  receiver: '{receiver_name}'\n  group_by: [{}]\n  group_wait: 100ms\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: '{receiver_name}'\n    webhook_configs:\n      - url: '{webhook_url}'\n        send_resolved: true\n",
+            "route:\n  receiver: '{receiver_name}'\n  group_by: [{}]\n  group_wait: {group_wait}\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: '{receiver_name}'\n    webhook_configs:\n      - url: '{webhook_url}'\n        send_resolved: true\n",
             group_by.join(", ")
         );
         std::fs::write(dir.join("alertmanager.yml"), config).expect("alertmanager config");

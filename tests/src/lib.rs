@@ -29,6 +29,7 @@ pub mod plugins;
 mod prometheus;
 mod proxy;
 pub mod receivers;
+pub mod remote_write;
 mod reports;
 mod server;
 mod sse;

@@ -32,6 +32,10 @@ pub struct PrometheusOptions {
     /// storage before start by `promtool tsdb create-blocks-from openmetrics`,
     /// so queries see exactly these samples.
     pub backfill: Option<String>,
+    /// A rule file (`groups:` YAML), evaluated every `scrape_interval`.
+    pub rules: Option<String>,
+    /// `host:port` of Alertmanagers its alerts go to.
+    pub alertmanagers: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -82,6 +86,24 @@ impl PrometheusServer {
                 .collect();
             config.push_str(&targets.join(", "));
             config.push_str("]\n");
+        }
+        if let Some(rules) = &options.rules {
+            std::fs::write(dir.join("rules.yml"), rules).expect("rule file");
+            config.push_str(&format!(
+                "rule_files: ['{}']\n",
+                dir.join("rules.yml").display()
+            ));
+        }
+        if !options.alertmanagers.is_empty() {
+            let targets: Vec<String> = options
+                .alertmanagers
+                .iter()
+                .map(|t| format!("'{t}'"))
+                .collect();
+            config.push_str(&format!(
+                "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [{}]\n",
+                targets.join(", ")
+            ));
         }
         std::fs::write(dir.join("prometheus.yml"), config).expect("prometheus config");
         if let Some(text) = &options.backfill {

@@ -4,7 +4,8 @@
 //! threshold crossing goes pending, then firing, is delivered as
 //! Alertmanager's webhook payload, and resolves exactly once; `for` holds a
 //! short spike back; several series go out grouped in one notification; a
-//! receiver that fails and recovers gets the notification retried; the state
+//! receiver that times out, then answers `500`, then recovers gets the
+//! notification retried until it is sent once; the state
 //! survives a restart without a second send. PromQL parity with a real
 //! Prometheus over the same samples is in `promql_parity.rs`.
 
@@ -27,6 +28,20 @@ async fn server_with_channel(
     dir: &PluginDir,
     receiver: &WebhookReceiver,
 ) -> TestServer {
+    server_with_channel_config(db, dir, receiver, json!({})).await
+}
+
+/// As [`server_with_channel`], with more of the notifier's config in `extra`.
+async fn server_with_channel_config(
+    db: &TestDatabase,
+    dir: &PluginDir,
+    receiver: &WebhookReceiver,
+    extra: Value,
+) -> TestServer {
+    let mut config = json!({"url": receiver.url("/hook")});
+    if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
+        config.extend(extra.clone());
+    }
     dir.install_with_manifest("webhook", "webhook-notifier", &manifest(receiver));
     let server = TestServer::builder(db).plugin_dir(dir.path()).start().await;
     server
@@ -37,7 +52,7 @@ async fn server_with_channel(
             .post_json(
                 "/api/v2/notification-channels",
                 &json!({"name": "ops", "plugin": "webhook",
-                        "config": {"url": receiver.url("/hook")}}),
+                        "config": config}),
             )
             .await,
     )
@@ -314,19 +329,20 @@ async fn a_crossing_fires_is_delivered_and_resolves_once(backend: Backend) {
     assert_eq!(rule["health"], "ok", "{rule:#}");
 }
 
-async fn several_series_go_out_grouped_and_a_failing_receiver_is_retried(backend: Backend) {
+async fn several_series_go_out_grouped_and_a_receiver_that_times_out_then_fails_is_retried(
+    backend: Backend,
+) {
     let db = TestDatabase::new(&backend).await;
     let dir = PluginDir::new();
     let receiver = WebhookReceiver::start().await;
-    // Two failures, then success.
-    receiver.set_handler(|_, i| {
-        if i < 2 {
-            Reply::status(500)
-        } else {
-            Reply::ok()
-        }
+    // A timeout (the answer comes after the channel's 400 ms), a 500, then
+    // success.
+    receiver.set_handler(|_, i| match i {
+        0 => Reply::ok().delay(Duration::from_millis(2_500)),
+        1 => Reply::status(500),
+        _ => Reply::ok(),
     });
-    let server = server_with_channel(&db, &dir, &receiver).await;
+    let server = server_with_channel_config(&db, &dir, &receiver, json!({"timeout_ms": 400})).await;
     for c in ["w1", "w2", "w3"] {
         report_depth(&server, c, 500.0).await;
     }
@@ -791,5 +807,5 @@ backend_tests!(
     a_silence_holds_an_alert_back_until_it_is_expired,
     rules_are_checked_field_by_field,
     a_crossing_fires_is_delivered_and_resolves_once,
-    several_series_go_out_grouped_and_a_failing_receiver_is_retried,
+    several_series_go_out_grouped_and_a_receiver_that_times_out_then_fails_is_retried,
 );

@@ -68,15 +68,14 @@ fn events_query_sql(q: &EventQuery) -> String {
     sql
 }
 
-async fn fetch_events<'e, E>(exec: E, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>
-where
-    E: sqlx::Executor<'e, Database = Sqlite>,
-{
+/// Binds the parameters of [`events_query_sql`] (numbered ones a query does
+/// not name are ignored by SQLite, so each filter keeps its number).
+fn bind_event_query<'q, O>(
+    query: sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments<'q>>,
+    q: &'q EventQuery,
+) -> sqlx::query::QueryAs<'q, Sqlite, O, sqlx::sqlite::SqliteArguments<'q>> {
     let types = serde_json::to_string(&q.event_types).unwrap_or_else(|_| "[]".into());
-    let sql = events_query_sql(q);
-    // Every parameter is bound (numbered ones a query does not name are
-    // ignored by SQLite), so each filter keeps its number.
-    let rows: Vec<StoredEvent> = sqlx::query_as(&sql)
+    query
         .bind(q.after_seq)
         .bind(types)
         .bind(&q.session_id)
@@ -88,6 +87,14 @@ where
         .bind(&q.execution_id)
         .bind(&q.source_id)
         .bind(&q.project_module)
+}
+
+async fn fetch_events<'e, E>(exec: E, q: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let sql = events_query_sql(q);
+    let rows: Vec<StoredEvent> = bind_event_query(sqlx::query_as(&sql), q)
         .fetch_all(exec)
         .await
         .context("listing events")?;
@@ -1021,18 +1028,7 @@ mod tests {
     /// SQLite's plan for an event listing: the index (or scan) it reads.
     async fn plan(store: &SqliteStore, q: &EventQuery) -> String {
         let sql = format!("EXPLAIN QUERY PLAN {}", events_query_sql(q));
-        let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(&sql)
-            .bind(q.after_seq)
-            .bind("[]")
-            .bind(&q.session_id)
-            .bind(&q.workflow_id)
-            .bind(&q.task_id)
-            .bind(q.start)
-            .bind(q.end)
-            .bind(i64::from(q.limit))
-            .bind(&q.execution_id)
-            .bind(&q.source_id)
-            .bind(&q.project_module)
+        let rows: Vec<(i64, i64, i64, String)> = bind_event_query(sqlx::query_as(&sql), q)
             .fetch_all(&store.pool)
             .await
             .unwrap();
@@ -1042,52 +1038,21 @@ mod tests {
     #[tokio::test]
     async fn event_listings_read_the_index_of_the_filter_they_give() {
         let (store, _db) = temp_store("plan").await;
-        let some = |s: &str| Some(s.to_string());
-        let cases = [
-            (
-                EventQuery {
-                    task_id: some("task.1"),
-                    ..EventQuery::default()
-                },
-                "events_task",
-            ),
-            (
-                EventQuery {
-                    session_id: some("s"),
-                    ..EventQuery::default()
-                },
-                "events_session",
-            ),
-            (
-                EventQuery {
-                    workflow_id: some("w"),
-                    ..EventQuery::default()
-                },
-                "events_workflow",
-            ),
-            (
-                EventQuery {
-                    execution_id: some("e"),
-                    ..EventQuery::default()
-                },
-                "events_execution",
-            ),
-            (
-                EventQuery {
-                    source_id: some("s"),
-                    ..EventQuery::default()
-                },
-                "events_source",
-            ),
-            (
-                EventQuery {
-                    project_module: some("p"),
-                    ..EventQuery::default()
-                },
-                "events_project",
-            ),
+        let scoped = |set: fn(&mut EventQuery)| {
+            let mut q = EventQuery::default();
+            set(&mut q);
+            q
+        };
+        let cases: [(fn(&mut EventQuery), &str); 6] = [
+            (|q| q.task_id = Some("task.1".into()), "events_task"),
+            (|q| q.session_id = Some("s".into()), "events_session"),
+            (|q| q.workflow_id = Some("w".into()), "events_workflow"),
+            (|q| q.execution_id = Some("e".into()), "events_execution"),
+            (|q| q.source_id = Some("s".into()), "events_source"),
+            (|q| q.project_module = Some("p".into()), "events_project"),
         ];
-        for (q, index) in cases {
+        for (set, index) in cases {
+            let q = scoped(set);
             let plan = plan(&store, &q).await;
             assert!(plan.contains(index), "{q:?}: planned {plan}");
         }

@@ -53,6 +53,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Client, StatusCode, Url};
 use serde::Serialize;
 use serde_json::json;
+use vigil_tests::remote_write;
 
 const HELP: &str = "\
 vigil-load: HTTP load generator for the Vigil telemetry server (loopback only)
@@ -673,21 +674,6 @@ struct RemoteSeries {
     last_ts: i64,
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// A length-delimited protobuf field.
-fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
-    put_varint(out, u64::from(field << 3 | 2));
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
 impl RemoteSeries {
     /// The next `WriteRequest` (remote-write 1.0), snappy-compressed: the
     /// next `batch` series, one sample each at a timestamp later than the last.
@@ -695,30 +681,12 @@ impl RemoteSeries {
         let now = chrono::Utc::now().timestamp_millis();
         self.last_ts = now.max(self.last_ts + 1);
         let mut request = Vec::with_capacity(self.batch * 96);
-        let mut ts_msg = Vec::with_capacity(128);
-        let mut label = Vec::with_capacity(64);
         for i in 0..self.batch {
             let labels = &self.series[(self.next + i) % self.series.len()];
-            ts_msg.clear();
-            for (name, value) in labels {
-                label.clear();
-                put_bytes(&mut label, 1, name.as_bytes());
-                put_bytes(&mut label, 2, value.as_bytes());
-                put_bytes(&mut ts_msg, 1, &label);
-            }
-            // Sample { double value = 1; int64 timestamp = 2; }
-            let mut sample = Vec::with_capacity(20);
-            sample.push(1 << 3 | 1);
-            sample.extend_from_slice(&((i % 1000) as f64 / 10.0).to_le_bytes());
-            put_varint(&mut sample, 2 << 3);
-            put_varint(&mut sample, self.last_ts as u64);
-            put_bytes(&mut ts_msg, 2, &sample);
-            put_bytes(&mut request, 1, &ts_msg);
+            remote_write::put_series(&mut request, labels, (i % 1000) as f64 / 10.0, self.last_ts);
         }
         self.next = (self.next + self.batch) % self.series.len();
-        snap::raw::Encoder::new()
-            .compress_vec(&request)
-            .unwrap_or_default()
+        remote_write::compress(&request)
     }
 }
 
