@@ -89,6 +89,11 @@ pub async fn run(
         })?;
     let now = chrono::Utc::now().timestamp_millis();
     let index = Arc::new(SeriesIndex::with_counter_names(config.counter_names));
+    // One process writes a SQLite database, so every commit passes through
+    // this writer and the alert evaluator may hold recent samples in memory.
+    if store.backend() == "sqlite" {
+        index.recent.enable();
+    }
     let rebuilt = rebuild_index(store.as_ref(), &index, now)
         .await
         .map_err(|source| StartError::Store {

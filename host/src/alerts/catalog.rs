@@ -13,24 +13,36 @@ use std::sync::Arc;
 use super::promql::{self, Data, LabelMatcher, MatchOp, SeriesData};
 use crate::metrics::index::{export_names, SeriesIndex};
 use crate::metrics::model::MetricKind;
+use crate::metrics::recent::{Held, RecentSamples};
 use crate::store::{SampleQuery, Store, StoreError};
 
+/// An evaluation at most this far in the past counts as live (see `fetch`).
+const LIVE_MS: i64 = 60_000;
 /// Most samples one evaluation may read.
 pub const MAX_SAMPLES: u32 = 5_000_000;
 
-/// Every selectable series by id, and the ids of each `__name__`.
+/// Every selectable series by id, and the ids of each label pair.
 #[derive(Default)]
 pub struct SeriesCatalog {
     by_id: HashMap<i64, Arc<promql::Labels>>,
-    by_name: HashMap<String, Vec<i64>>,
+    /// Ids (ascending) of every `name="value"` pair, `__name__` included.
+    postings: HashMap<(String, String), Vec<i64>>,
+    /// The index's membership this catalog was built from.
+    membership: Option<u64>,
 }
 
 impl SeriesCatalog {
-    /// Brings the catalog up to date with `index`.
+    /// Brings the catalog up to date with `index` (nothing to do while no
+    /// series entered or left it).
     pub fn refresh(&mut self, index: &SeriesIndex) {
+        let membership = index.membership();
+        if self.membership == Some(membership) {
+            return;
+        }
         let mode = index.counter_names();
         let mut by_id = HashMap::with_capacity(self.by_id.len());
-        let mut by_name: HashMap<String, Vec<i64>> = HashMap::new();
+        let mut postings: HashMap<(String, String), Vec<i64>> =
+            HashMap::with_capacity(self.postings.len());
         index.for_each_series(|id, key, kind| {
             if !matches!(kind, MetricKind::Counter | MetricKind::Gauge) {
                 return;
@@ -48,44 +60,59 @@ impl SeriesCatalog {
                     Arc::new(l)
                 }
             };
-            by_name
-                .entry(labels["__name__"].clone())
-                .or_default()
-                .push(id);
+            for (k, v) in labels.iter() {
+                postings.entry((k.clone(), v.clone())).or_default().push(id);
+            }
             by_id.insert(id, labels);
         });
+        for ids in postings.values_mut() {
+            ids.sort_unstable();
+        }
         self.by_id = by_id;
-        self.by_name = by_name;
+        self.postings = postings;
+        self.membership = Some(membership);
     }
 
-    /// The series every matcher matches, by id.
+    /// The series every matcher matches, by id (ascending).
     pub fn select(&self, matchers: &[LabelMatcher]) -> Vec<(i64, Arc<promql::Labels>)> {
-        let name = matchers
-            .iter()
-            .find(|m| m.name == "__name__" && m.op == MatchOp::Equal);
         let matches = |labels: &promql::Labels| {
             matchers
                 .iter()
                 .all(|m| m.matches(labels.get(&m.name).map(String::as_str)))
         };
-        let mut out: Vec<(i64, Arc<promql::Labels>)> = match name {
-            Some(n) => self
-                .by_name
-                .get(&n.value)
-                .into_iter()
-                .flatten()
+        // The shortest list of an equality matcher with a non-empty value
+        // (`x=""` also matches series without `x`, so it narrows nothing).
+        let narrowest = matchers
+            .iter()
+            .filter(|m| m.op == MatchOp::Equal && !m.value.is_empty())
+            .map(|m| {
+                self.postings
+                    .get(&(m.name.clone(), m.value.clone()))
+                    .map_or(&[][..], Vec::as_slice)
+            })
+            .min_by_key(|ids| ids.len());
+        match narrowest {
+            Some(ids) => ids
+                .iter()
                 .filter_map(|id| self.by_id.get(id).map(|l| (*id, l.clone())))
                 .filter(|(_, l)| matches(l))
                 .collect(),
-            None => self
-                .by_id
-                .iter()
-                .filter(|(_, l)| matches(l))
-                .map(|(id, l)| (*id, l.clone()))
-                .collect(),
-        };
-        out.sort_by_key(|(id, _)| *id);
-        out
+            None => {
+                let mut out: Vec<(i64, Arc<promql::Labels>)> = self
+                    .by_id
+                    .iter()
+                    .filter(|(_, l)| matches(l))
+                    .map(|(id, l)| (*id, l.clone()))
+                    .collect();
+                out.sort_by_key(|(id, _)| *id);
+                out
+            }
+        }
+    }
+
+    /// Whether no series entered or left `index` since the last refresh.
+    pub fn is_current(&self, index: &SeriesIndex) -> bool {
+        self.membership == Some(index.membership())
     }
 
     pub fn len(&self) -> usize {
@@ -98,14 +125,18 @@ impl SeriesCatalog {
 }
 
 /// Reads what `query` needs to be evaluated at every instant in
-/// `[from_ms, to_ms]`.
+/// `[from_ms, to_ms]`: from the samples `recent` holds where it holds them
+/// (a live evaluation passes the index's; a preview, reading far back,
+/// passes `None`), otherwise from the store.
 pub async fn fetch(
     store: &dyn Store,
     catalog: &SeriesCatalog,
+    recent: Option<&RecentSamples>,
     query: &promql::Query,
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Data, FetchError> {
+    let now = chrono::Utc::now().timestamp_millis();
     let mut series = Vec::with_capacity(query.selectors().len());
     for sel in query.selectors() {
         let chosen = catalog.select(&sel.matchers);
@@ -113,26 +144,36 @@ pub async fn fetch(
             series.push(Vec::new());
             continue;
         }
+        // The window (t - offset - range, t - offset] for every t.
+        let start = from_ms - sel.offset_ms - sel.range_ms + 1;
+        let end = to_ms - sel.offset_ms + 1;
         let ids: Vec<i64> = chosen.iter().map(|(id, _)| *id).collect();
-        let samples = store
-            .query_samples(&SampleQuery {
-                series_ids: Some(ids),
-                // The window (t - offset - range, t - offset] for every t.
-                start_ms: Some(from_ms - sel.offset_ms - sel.range_ms + 1),
-                end_ms: Some(to_ms - sel.offset_ms + 1),
-                after_seq: 0,
-                limit: MAX_SAMPLES,
-                newest_first: false,
-            })
-            .await?;
-        if samples.len() >= MAX_SAMPLES as usize {
-            return Err(FetchError::TooMany);
+        let mut per: HashMap<i64, Vec<Held>> = HashMap::with_capacity(ids.len());
+        let mut missing = ids;
+        // Only evaluations near the present read (and so hold) recent samples.
+        let live = to_ms >= now - LIVE_MS;
+        if let Some(recent) = recent.filter(|r| r.enabled() && live) {
+            let (found, rest) = recent.read(&missing, start, end, now);
+            per.extend(found);
+            missing = rest;
+            let taken = recent.watch(&missing, start, now);
+            if !taken.is_empty() {
+                // Everything from the window's start on: the held series
+                // stays complete up to the commits appended from now on.
+                let mut stored = read_samples(store, &taken, start, None).await?;
+                for id in &taken {
+                    let rows = stored.remove(id).unwrap_or_default();
+                    recent.fill(*id, &rows);
+                    let inside: Vec<Held> = rows.into_iter().filter(|h| h.0 < end).collect();
+                    if !inside.is_empty() {
+                        per.insert(*id, inside);
+                    }
+                }
+                missing.retain(|id| !taken.contains(id));
+            }
         }
-        let mut per: HashMap<i64, Vec<(i64, i64, f64)>> = HashMap::new();
-        for s in samples {
-            per.entry(s.series_id)
-                .or_default()
-                .push((s.ts_ms, s.seq, s.value));
+        if !missing.is_empty() {
+            per.extend(read_samples(store, &missing, start, Some(end)).await?);
         }
         let mut out = Vec::with_capacity(chosen.len());
         for (id, labels) in chosen {
@@ -153,6 +194,35 @@ pub async fn fetch(
         series.push(out);
     }
     Ok(Data { series })
+}
+
+/// The stored samples of `ids` with timestamps in `[start, end)`, by series.
+async fn read_samples(
+    store: &dyn Store,
+    ids: &[i64],
+    start: i64,
+    end: Option<i64>,
+) -> Result<HashMap<i64, Vec<Held>>, FetchError> {
+    let samples = store
+        .query_samples(&SampleQuery {
+            series_ids: Some(ids.to_vec()),
+            start_ms: Some(start),
+            end_ms: end,
+            after_seq: 0,
+            limit: MAX_SAMPLES,
+            newest_first: false,
+        })
+        .await?;
+    if samples.len() >= MAX_SAMPLES as usize {
+        return Err(FetchError::TooMany);
+    }
+    let mut per: HashMap<i64, Vec<Held>> = HashMap::new();
+    for s in samples {
+        per.entry(s.series_id)
+            .or_default()
+            .push((s.ts_ms, s.seq, s.value));
+    }
+    Ok(per)
 }
 
 /// Why the data of an evaluation could not be read.

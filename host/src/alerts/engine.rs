@@ -25,15 +25,18 @@ use super::silences::{ActiveSilence, Silence};
 use super::state::{Evaluation, RuleState};
 use crate::metrics::index::SeriesIndex;
 use crate::plugins::PluginRegistry;
-use crate::store::{RuleRow, Store};
+use crate::store::{ChannelRow, EvaluationCommit, RuleRow, Store};
 use crate::telemetry::SelfMetrics;
 
 /// How long a notification is retried before it is `failed`.
 pub const MAX_RETRY_AGE_MS: i64 = 3_600_000;
 /// Longest wait between two attempts of one notification.
 const MAX_BACKOFF_MS: i64 = 300_000;
-/// How often the catalog of series is refreshed from the index.
-const CATALOG_EVERY: Duration = Duration::from_millis(500);
+/// The catalog of series is rebuilt when series entered or left the index,
+/// at most once per this many times its last rebuild took (so rebuilding a
+/// large catalog under churn takes at most a tenth of the evaluator's time,
+/// and a small one follows new series at once).
+const CATALOG_REBUILD_GAP: u32 = 10;
 /// Shortest time between two commit-triggered evaluations of one rule.
 pub const ON_COMMIT_EVERY_MS: i64 = 100;
 /// How long an expired silence is kept (Alertmanager's default retention).
@@ -61,7 +64,7 @@ pub struct AlertEngine {
     head: Arc<crate::bus::LogHead>,
     rules_changed: Notify,
     queued: Notify,
-    catalog: Mutex<(SeriesCatalog, Option<Instant>)>,
+    catalog: Mutex<Catalog>,
 }
 
 impl AlertEngine {
@@ -84,7 +87,7 @@ impl AlertEngine {
             external_url,
             rules_changed: Notify::new(),
             queued: Notify::new(),
-            catalog: Mutex::new((SeriesCatalog::default(), None)),
+            catalog: Mutex::new(Catalog::default()),
         })
     }
 
@@ -112,14 +115,17 @@ impl AlertEngine {
     ) -> Result<promql::Value, String> {
         let data = {
             let mut guard = self.catalog.lock().await;
-            let (cat, at) = &mut *guard;
-            if at.is_none_or(|t| t.elapsed() >= CATALOG_EVERY) {
-                cat.refresh(&self.index);
-                *at = Some(Instant::now());
-            }
-            catalog::fetch(&*self.store, cat, query, t_ms, t_ms)
-                .await
-                .map_err(|e| e.to_string())?
+            let cat = guard.fresh(&self.index);
+            catalog::fetch(
+                &*self.store,
+                cat,
+                Some(&self.index.recent),
+                query,
+                t_ms,
+                t_ms,
+            )
+            .await
+            .map_err(|e| e.to_string())?
         };
         query.eval(t_ms, &data).map_err(|e| e.to_string())
     }
@@ -133,11 +139,7 @@ impl AlertEngine {
         step_ms: i64,
     ) -> Result<super::preview::Preview, String> {
         let mut guard = self.catalog.lock().await;
-        let (cat, at) = &mut *guard;
-        if at.is_none_or(|t| t.elapsed() >= CATALOG_EVERY) {
-            cat.refresh(&self.index);
-            *at = Some(Instant::now());
-        }
+        let cat = guard.fresh(&self.index);
         super::preview::run(&*self.store, cat, spec, start_ms, end_ms, step_ms).await
     }
 
@@ -226,7 +228,8 @@ impl AlertEngine {
         }
     }
 
-    /// One pass over every rule; answers how long to wait for the next.
+    /// One pass over every rule, its states committed together at the end;
+    /// answers how long to wait for the next.
     async fn pass(
         &self,
         states: &mut HashMap<String, RuleState>,
@@ -235,7 +238,32 @@ impl AlertEngine {
         let started = Instant::now();
         let rules = self.store.list_rules().await?;
         let silences = self.active_silences(now_ms()).await?;
-        let mut next = now_ms() + IDLE.as_millis() as i64;
+        let channels: HashMap<String, ChannelRow> = self
+            .store
+            .list_channels()
+            .await?
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
+        if rules.iter().any(|r| !states.contains_key(&r.id)) {
+            let saved: HashMap<String, String> =
+                self.store.list_rule_states().await?.into_iter().collect();
+            for row in &rules {
+                if !states.contains_key(&row.id) {
+                    let state = saved
+                        .get(&row.id)
+                        .and_then(|s| serde_json::from_str(s).ok())
+                        .unwrap_or_default();
+                    states.insert(row.id.clone(), state);
+                }
+            }
+        }
+        // Every rule of a pass is evaluated at one instant (as Prometheus
+        // evaluates a group), so rules due together stay due together.
+        let now = now_ms();
+        let mut next = now + IDLE.as_millis() as i64;
+        let mut commits = Vec::new();
+        let mut evaluated = 0;
         for row in &rules {
             let spec: RuleSpec = match serde_json::from_str(&row.spec) {
                 Ok(s) => s,
@@ -244,20 +272,26 @@ impl AlertEngine {
                     continue;
                 }
             };
-            if !states.contains_key(&row.id) {
-                let saved = self.store.rule_state(&row.id).await?;
-                let state = saved
-                    .and_then(|s| serde_json::from_str(&s).ok())
-                    .unwrap_or_default();
-                states.insert(row.id.clone(), state);
-            }
             let Some(state) = states.get_mut(&row.id) else {
                 continue;
             };
             let touched = committed && self.touched(&spec, state).await;
-            if let Some(at) = self.step(row, &spec, state, &silences, touched).await? {
+            let (at, commit, ran) = self
+                .step(row, &spec, state, &silences, &channels, touched, now)
+                .await;
+            if let Some(at) = at {
                 next = next.min(at);
             }
+            commits.extend(commit);
+            evaluated += usize::from(ran);
+        }
+        let sending = commits
+            .iter()
+            .flat_map(|c| &c.deliveries)
+            .any(|d| d.status != "silenced");
+        self.store.commit_evaluations(&commits, now).await?;
+        if sending {
+            self.queued.notify_one();
         }
         states.retain(|id, _| rules.iter().any(|r| &r.id == id));
         let count = |s: super::state::AlertState| {
@@ -269,6 +303,7 @@ impl AlertEngine {
         };
         self.metrics.observe_evaluation_pass(
             started.elapsed(),
+            evaluated,
             count(super::state::AlertState::Pending),
             count(super::state::AlertState::Firing),
         );
@@ -277,39 +312,46 @@ impl AlertEngine {
         ))
     }
 
-    /// Evaluates `row` if due, flushes its due groups, commits what changed;
-    /// answers when it is next due.
+    /// Evaluates `row` at `now` if due and flushes its due groups; answers
+    /// when it is next due, what to commit if anything changed, and whether
+    /// it was evaluated.
     async fn step(
         &self,
         row: &RuleRow,
         spec: &RuleSpec,
         state: &mut RuleState,
         silences: &[ActiveSilence],
+        channel_rows: &HashMap<String, ChannelRow>,
         touched: bool,
-    ) -> Result<Option<i64>, crate::store::StoreError> {
-        let now = now_ms();
+        now: i64,
+    ) -> (Option<i64>, Option<EvaluationCommit>, bool) {
+        let commit = |state: &RuleState, deliveries| EvaluationCommit {
+            rule_id: row.id.clone(),
+            state: serde_json::to_string(state).unwrap_or_default(),
+            deliveries,
+        };
         if !spec.enabled {
             if *state != RuleState::default() {
                 *state = RuleState {
                     rule_updated_ms: row.updated_ms,
                     ..RuleState::default()
                 };
-                let json = serde_json::to_string(state).unwrap_or_default();
-                self.store
-                    .commit_evaluation(&row.id, &json, &[], now)
-                    .await?;
+                return (None, Some(commit(state, Vec::new())), false);
             }
-            return Ok(None);
+            return (None, None, false);
         }
         let edited = state.rule_updated_ms != row.updated_ms;
+        // Evaluations fall on multiples of the interval (wall clock), so
+        // rules of one interval share their ticks however they started.
+        let interval = spec.interval_ms.max(1);
         let due = edited
             || touched
             || state
                 .last_eval_ms
-                .is_none_or(|last| now - last >= spec.interval_ms);
+                .is_none_or(|last| now.div_euclid(interval) > last.div_euclid(interval));
         let flush_due = state.next_flush_ms().is_some_and(|f| f <= now);
         if !due && !flush_due {
-            return Ok(Some(next_due(spec, state, now)));
+            return (Some(next_due(spec, state, now)), None, false);
         }
         if due {
             let started = Instant::now();
@@ -326,24 +368,20 @@ impl AlertEngine {
             state.last_duration_ms = started.elapsed().as_secs_f64() * 1_000.0;
             state.rule_updated_ms = row.updated_ms;
         }
-        let mut channels = Vec::new();
-        let mut rows = HashMap::new();
-        for id in &spec.channels {
-            if let Some(c) = self.store.get_channel(id).await? {
-                if c.enabled {
-                    channels.push((c.id.clone(), c.name.clone(), c.send_resolved));
-                    rows.insert(c.id.clone(), c);
-                }
-            }
-        }
+        let channels: Vec<(String, String, bool)> = spec
+            .channels
+            .iter()
+            .filter_map(|id| channel_rows.get(id))
+            .filter(|c| c.enabled)
+            .map(|c| (c.id.clone(), c.name.clone(), c.send_resolved))
+            .collect();
         let silenced = |labels: &std::collections::BTreeMap<String, String>| {
             silences.iter().any(|s| s.matches(labels))
         };
         let due_now = state.flush(spec, &channels, &self.external_url, &row.id, now, &silenced);
         let mut queued = Vec::new();
-        let mut sending = false;
         for d in &due_now {
-            let Some(channel) = rows.get(&d.channel_id) else {
+            let Some(channel) = channel_rows.get(&d.channel_id) else {
                 continue;
             };
             let mut r = deliveries::new_row(
@@ -357,19 +395,14 @@ impl AlertEngine {
                 r.status = "silenced".into();
                 r.next_attempt_ms = None;
                 self.metrics.count_notification(&channel.name, "silenced");
-            } else {
-                sending = true;
             }
             queued.push(r);
         }
-        let json = serde_json::to_string(state).unwrap_or_default();
-        self.store
-            .commit_evaluation(&row.id, &json, &queued, now)
-            .await?;
-        if sending {
-            self.queued.notify_one();
-        }
-        Ok(Some(next_due(spec, state, now)))
+        (
+            Some(next_due(spec, state, now)),
+            Some(commit(state, queued)),
+            due,
+        )
     }
 
     /// Whether a commit since the rule's last evaluation touched what it
@@ -389,15 +422,11 @@ impl AlertEngine {
             return false;
         };
         let mut guard = self.catalog.lock().await;
-        let (cat, at) = &mut *guard;
-        if at.is_none_or(|t| t.elapsed() >= CATALOG_EVERY) {
-            cat.refresh(&self.index);
-            *at = Some(Instant::now());
-        }
+        let cat = guard.fresh(&self.index);
         q.selectors().iter().any(|sel| {
             let ids = cat.select(&sel.matchers);
-            // A series new since the catalog was refreshed is in no id list
-            // yet: the catalog refreshes at most every CATALOG_EVERY.
+            // A series new since the catalog was rebuilt is in no id list
+            // yet (see CATALOG_REBUILD_GAP).
             self.index
                 .updated_since(ids.iter().map(|(id, _)| *id), last)
         })
@@ -524,9 +553,33 @@ impl AlertEngine {
     }
 }
 
+/// The series catalog and when it was last rebuilt, in how long.
+#[derive(Default)]
+struct Catalog {
+    series: SeriesCatalog,
+    rebuilt: Option<(Instant, Duration)>,
+}
+
+impl Catalog {
+    /// The catalog, rebuilt first if the index changed and the last
+    /// rebuild is long enough ago.
+    fn fresh(&mut self, index: &SeriesIndex) -> &SeriesCatalog {
+        let due = self
+            .rebuilt
+            .is_none_or(|(at, took)| at.elapsed() >= took * CATALOG_REBUILD_GAP);
+        if due && !self.series.is_current(index) {
+            let started = Instant::now();
+            self.series.refresh(index);
+            self.rebuilt = Some((started, started.elapsed()));
+        }
+        &self.series
+    }
+}
+
 /// When `state`'s rule is next due: its next evaluation or group flush.
 fn next_due(spec: &RuleSpec, state: &RuleState, now: i64) -> i64 {
-    let eval = state.last_eval_ms.unwrap_or(now) + spec.interval_ms;
+    let interval = spec.interval_ms.max(1);
+    let eval = (state.last_eval_ms.unwrap_or(now).div_euclid(interval) + 1) * interval;
     state.next_flush_ms().map_or(eval, |f| f.min(eval))
 }
 

@@ -68,7 +68,7 @@ pub async fn run(
     let mut eval: Step = match &spec.events {
         None => {
             let q = spec.query().map_err(|e| e.message)?;
-            let data = catalog::fetch(store, catalog, &q, start_ms, end_ms)
+            let data = catalog::fetch(store, catalog, None, &q, start_ms, end_ms)
                 .await
                 .map_err(|e| e.to_string())?;
             Box::new(move |t| vector_of(q.eval(t, &data).map_err(|e| e.to_string())?))

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -237,6 +238,10 @@ pub enum SeriesUpdate {
 pub struct SeriesIndex {
     inner: RwLock<Inner>,
     counter_names: CounterNames,
+    /// Bumped whenever a series enters or leaves the index.
+    membership: AtomicU64,
+    /// The recent samples the alert evaluator holds (`metrics::recent`).
+    pub recent: super::recent::RecentSamples,
 }
 
 impl SeriesIndex {
@@ -247,13 +252,18 @@ impl SeriesIndex {
     /// An index exporting counters under the given naming.
     pub fn with_counter_names(counter_names: CounterNames) -> Self {
         SeriesIndex {
-            inner: RwLock::default(),
             counter_names,
+            ..SeriesIndex::default()
         }
     }
 
     pub fn counter_names(&self) -> CounterNames {
         self.counter_names
+    }
+
+    /// Changes whenever a series enters or leaves the index.
+    pub fn membership(&self) -> u64 {
+        self.membership.load(Ordering::Acquire)
     }
 
     /// Runs `f` with read access to the lookups the writer needs.
@@ -352,6 +362,7 @@ impl SeriesIndex {
                         family.unit = unit;
                     }
                     family.ids.insert(id);
+                    self.membership.fetch_add(1, Ordering::AcqRel);
                     by_fingerprint.insert(fingerprint, id);
                     series.insert(
                         id,
@@ -413,6 +424,9 @@ impl SeriesIndex {
             }
             keep
         });
+        if !doomed.is_empty() {
+            self.membership.fetch_add(1, Ordering::AcqRel);
+        }
         doomed.len()
     }
 

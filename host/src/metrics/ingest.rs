@@ -622,6 +622,9 @@ async fn commit_group(
     match result {
         Ok(committed) => {
             let ids = committed.new_ids;
+            index
+                .recent
+                .record(&batch.samples, &ids, committed.last_seq);
             let mut scalars = Vec::new();
             let updates = planned
                 .into_iter()

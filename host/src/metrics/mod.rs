@@ -6,3 +6,4 @@ pub mod aggregate;
 pub mod index;
 pub mod ingest;
 pub mod model;
+pub mod recent;

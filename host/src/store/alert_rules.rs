@@ -48,16 +48,24 @@ pub trait RuleStore: Send + Sync {
     async fn delete_silences_ended_before(&self, before_ms: i64) -> Result<u64, StoreError>;
     /// Every saved state as `(rule_id, state)`.
     async fn list_rule_states(&self) -> Result<Vec<(String, String)>, StoreError>;
-    /// Saves a rule's evaluator state and queues the notifications it
-    /// decided on, in one transaction: a crash leaves both or neither, so
-    /// a notification is neither lost nor queued twice.
-    async fn commit_evaluation(
+    /// Saves the evaluator state of each rule of a pass and queues the
+    /// notifications it decided on, all in one transaction: a crash leaves
+    /// all or none, so a notification is neither lost nor queued twice.
+    /// A rule deleted meanwhile is skipped.
+    async fn commit_evaluations(
         &self,
-        rule_id: &str,
-        state: &str,
-        deliveries: &[super::DeliveryRow],
+        evaluations: &[EvaluationCommit],
         now_ms: i64,
     ) -> Result<(), StoreError>;
+}
+
+/// One rule's part of [`RuleStore::commit_evaluations`].
+#[derive(Clone, Debug)]
+pub struct EvaluationCommit {
+    pub rule_id: String,
+    /// The state as JSON.
+    pub state: String,
+    pub deliveries: Vec<super::DeliveryRow>,
 }
 
 pub(crate) const RULE_COLUMNS: &str = "id, name, spec, created_at, updated_at";
@@ -237,41 +245,44 @@ macro_rules! rule_store {
                     .context("listing alert rule states")
             }
 
-            async fn commit_evaluation(
+            async fn commit_evaluations(
                 &self,
-                rule_id: &str,
-                state: &str,
-                deliveries: &[$crate::store::DeliveryRow],
+                evaluations: &[$crate::store::alert_rules::EvaluationCommit],
                 now_ms: i64,
             ) -> Result<(), $crate::store::StoreError> {
                 use $crate::store::Context;
+                if evaluations.is_empty() {
+                    return Ok(());
+                }
                 let mut tx = self
                     .pool
                     .begin()
                     .await
                     .context("saving an alert evaluation")?;
-                // Only for a rule that still exists: a rule deleted during its
-                // evaluation leaves nothing behind.
-                let done = sqlx::query(
-                    "INSERT INTO alert_rule_state (rule_id, state, updated_at)
-                     SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM alert_rules WHERE id = $1)
-                     ON CONFLICT (rule_id) DO UPDATE SET state = $2, updated_at = $3",
-                )
-                .bind(rule_id)
-                .bind(state)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await
-                .context("saving an alert rule's state")?;
-                if done.rows_affected() == 1 {
-                    for row in deliveries {
-                        let _: i64 = $crate::store::alerts::bind_delivery!(
-                            sqlx::query_scalar($crate::store::alerts::INSERT_DELIVERY),
-                            row
-                        )
-                        .fetch_one(&mut *tx)
-                        .await
-                        .context("queueing a notification")?;
+                for e in evaluations {
+                    // Only for a rule that still exists: a rule deleted during
+                    // its evaluation leaves nothing behind.
+                    let done = sqlx::query(
+                        "INSERT INTO alert_rule_state (rule_id, state, updated_at)
+                         SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM alert_rules WHERE id = $1)
+                         ON CONFLICT (rule_id) DO UPDATE SET state = $2, updated_at = $3",
+                    )
+                    .bind(&e.rule_id)
+                    .bind(&e.state)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await
+                    .context("saving an alert rule's state")?;
+                    if done.rows_affected() == 1 {
+                        for row in &e.deliveries {
+                            let _: i64 = $crate::store::alerts::bind_delivery!(
+                                sqlx::query_scalar($crate::store::alerts::INSERT_DELIVERY),
+                                row
+                            )
+                            .fetch_one(&mut *tx)
+                            .await
+                            .context("queueing a notification")?;
+                        }
                     }
                 }
                 tx.commit().await.context("saving an alert evaluation")?;

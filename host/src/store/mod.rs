@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use alert_rules::{RuleRow, RuleStore};
+pub use alert_rules::{EvaluationCommit, RuleRow, RuleStore};
 pub use alerts::{AlertStore, ChannelRow, DeliveryQuery, DeliveryRow};
 pub use executions::{ExecutionQuery, ExecutionRow, ExecutionStore, ExecutionUpdate, StateCount};
 pub use log_stats::LogStats;

@@ -52,6 +52,8 @@ pub struct SelfMetrics {
     notifications: Family<NotificationLabels, Counter>,
     rule_evaluations: Family<OutcomeLabels, Counter>,
     evaluation_pass: Histogram,
+    last_pass: Gauge<f64, AtomicU64>,
+    last_pass_rules: Gauge<i64, std::sync::atomic::AtomicI64>,
     alerts: Family<StateLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
 }
 
@@ -137,6 +139,19 @@ impl SelfMetrics {
             Unit::Seconds,
             evaluation_pass.clone(),
         );
+        let last_pass = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "alert_evaluation_last_pass_duration",
+            "Time of the last evaluator pass that evaluated at least one rule, its commit included",
+            Unit::Seconds,
+            last_pass.clone(),
+        );
+        let last_pass_rules = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        registry.register(
+            "alert_evaluation_last_pass_rules",
+            "Rules evaluated by the last evaluator pass that evaluated any",
+            last_pass_rules.clone(),
+        );
         let alerts = Family::<StateLabels, Gauge<i64, std::sync::atomic::AtomicI64>>::default();
         registry.register(
             "alerts",
@@ -147,6 +162,8 @@ impl SelfMetrics {
             notifications,
             rule_evaluations,
             evaluation_pass,
+            last_pass,
+            last_pass_rules,
             alerts,
             registry,
             requests,
@@ -195,8 +212,18 @@ impl SelfMetrics {
     }
 
     /// Records one evaluator pass and the alerts it holds afterwards.
-    pub fn observe_evaluation_pass(&self, elapsed: Duration, pending: i64, firing: i64) {
+    pub fn observe_evaluation_pass(
+        &self,
+        elapsed: Duration,
+        evaluated: usize,
+        pending: i64,
+        firing: i64,
+    ) {
         self.evaluation_pass.observe(elapsed.as_secs_f64());
+        if evaluated > 0 {
+            self.last_pass.set(elapsed.as_secs_f64());
+            self.last_pass_rules.set(evaluated as i64);
+        }
         for (state, n) in [("pending", pending), ("firing", firing)] {
             self.alerts
                 .get_or_create(&StateLabels {
