@@ -765,6 +765,25 @@ async fn a_commit_touching_a_rules_series_evaluates_it_at_once(backend: Backend)
     let sent = wait_requests(&receiver, 1).await;
     assert_eq!(sent[0]["alerts"][0]["labels"]["component"], "w1");
     assert_eq!(sent[0]["alerts"].as_array().map(|a| a.len()), Some(1));
+    // A crossing committed right after an evaluation (here the one that
+    // creating the rule causes) is evaluated once the 100 ms between two
+    // commit-woken evaluations have passed, not an hour later.
+    for n in 0..3 {
+        let component = format!("burst{n}");
+        create_rule(
+            &server,
+            json!({"name": format!("Burst{n}"),
+                   "expr": format!("queue_depth{{component=\"{component}\"}} > 100"),
+                   "interval": "1h", "group_wait": "0s", "channels": ["ops"]}),
+        )
+        .await;
+        report_depth(&server, &component, 500.0).await;
+        let sent = wait_requests(&receiver, 2 + n).await;
+        assert_eq!(
+            sent[1 + n]["alerts"][0]["labels"]["component"],
+            component.as_str()
+        );
+    }
 }
 
 async fn an_unchanged_firing_group_is_sent_again_after_repeat_interval(backend: Backend) {

@@ -196,6 +196,49 @@ pub async fn fetch(
     Ok(Data { series })
 }
 
+/// Fills `recent` with every series `queries` read at `now_ms` that it does
+/// not hold yet, with one store read for all (SQLite has no index by series
+/// and time, so a read per rule would scan the window once per rule).
+pub async fn prefill(
+    store: &dyn Store,
+    catalog: &SeriesCatalog,
+    recent: &RecentSamples,
+    queries: &[Arc<promql::Query>],
+    now_ms: i64,
+) -> Result<usize, FetchError> {
+    if !recent.enabled() {
+        return Ok(0);
+    }
+    let mut wanted: Vec<i64> = Vec::new();
+    let mut from = i64::MAX;
+    for q in queries {
+        for sel in q.selectors() {
+            let start = now_ms - sel.offset_ms - sel.range_ms + 1;
+            let ids: Vec<i64> = catalog
+                .select(&sel.matchers)
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            let unheld = recent.unheld(&ids, start);
+            if !unheld.is_empty() {
+                from = from.min(start);
+                wanted.extend(unheld);
+            }
+        }
+    }
+    wanted.sort_unstable();
+    wanted.dedup();
+    let taken = recent.watch(&wanted, from, now_ms);
+    if taken.is_empty() {
+        return Ok(0);
+    }
+    let mut stored = read_samples(store, &taken, from, None).await?;
+    for id in &taken {
+        recent.fill(*id, &stored.remove(id).unwrap_or_default());
+    }
+    Ok(taken.len())
+}
+
 /// The stored samples of `ids` with timestamps in `[start, end)`, by series.
 async fn read_samples(
     store: &dyn Store,

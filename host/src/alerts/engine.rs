@@ -9,7 +9,7 @@
 //! queued notifications through their channel's notifier, retrying
 //! retryable failures with backoff up to [`MAX_RETRY_AGE_MS`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,8 @@ const CATALOG_REBUILD_GAP: u32 = 10;
 pub const ON_COMMIT_EVERY_MS: i64 = 100;
 /// How long an expired silence is kept (Alertmanager's default retention).
 pub const SILENCE_RETENTION_MS: i64 = 120 * 3_600_000;
+/// Longest time a rule's evaluation time and values go unwritten.
+pub const PERSIST_EVERY_MS: i64 = 60_000;
 /// Longest sleep of the evaluator between passes.
 const IDLE: Duration = Duration::from_millis(1_000);
 
@@ -65,6 +67,8 @@ pub struct AlertEngine {
     rules_changed: Notify,
     queued: Notify,
     catalog: Mutex<Catalog>,
+    memory: Mutex<Memory>,
+    parsed: parking_lot::Mutex<HashMap<String, Result<Arc<promql::Query>, String>>>,
 }
 
 impl AlertEngine {
@@ -88,12 +92,26 @@ impl AlertEngine {
             rules_changed: Notify::new(),
             queued: Notify::new(),
             catalog: Mutex::new(Catalog::default()),
+            memory: Mutex::new(Memory::default()),
+            parsed: parking_lot::Mutex::default(),
         })
     }
 
     /// The link notifications carry back to this server.
     pub fn external_url(&self) -> &str {
         &self.external_url
+    }
+
+    /// The states this replica's evaluator holds (`None` when another
+    /// replica evaluates), fresher than the stored ones.
+    pub async fn live_states(&self) -> Option<HashMap<String, RuleState>> {
+        let memory = self.memory.lock().await;
+        (!memory.states.is_empty()).then(|| memory.states.clone())
+    }
+
+    /// One rule's state as this replica's evaluator holds it.
+    pub async fn live_state(&self, rule_id: &str) -> Option<RuleState> {
+        self.memory.lock().await.states.get(rule_id).cloned()
     }
 
     /// A rule was created, changed or deleted: evaluate now.
@@ -167,7 +185,10 @@ impl AlertEngine {
                 }
             };
             // What another replica evaluated before is in the store.
-            let mut states: HashMap<String, RuleState> = HashMap::new();
+            self.memory.lock().await.clear();
+            // Rules a commit touched within ON_COMMIT_EVERY_MS of their
+            // last evaluation: evaluated by the next pass due for them.
+            let mut deferred: HashSet<String> = HashSet::new();
             let mut lease_checked = Instant::now();
             let mut commits = self.head.subscribe();
             let mut committed = false;
@@ -202,14 +223,17 @@ impl AlertEngine {
                     }
                 }
                 last_pass = Instant::now();
-                let wait = match self.pass(&mut states, std::mem::take(&mut committed)).await {
+                let mut memory = self.memory.lock().await;
+                let pass = self.pass(&mut memory, &mut deferred, std::mem::take(&mut committed));
+                let wait = match pass.await {
                     Ok(wait) => wait,
                     Err(e) => {
                         tracing::warn!(error = %e, "alert evaluation pass failed; retrying");
-                        states.clear();
+                        memory.clear();
                         Duration::from_secs(1)
                     }
                 };
+                drop(memory);
                 let stopped = tokio::select! {
                     _ = tokio::time::sleep(wait) => false,
                     _ = self.rules_changed.notified() => false,
@@ -220,10 +244,12 @@ impl AlertEngine {
                     _ = stop.wait_for(|s| *s) => true,
                 };
                 if stopped {
+                    self.memory.lock().await.clear();
                     lease.release().await;
                     return;
                 }
             }
+            self.memory.lock().await.clear();
             lease.release().await;
         }
     }
@@ -232,9 +258,11 @@ impl AlertEngine {
     /// answers how long to wait for the next.
     async fn pass(
         &self,
-        states: &mut HashMap<String, RuleState>,
+        memory: &mut Memory,
+        deferred: &mut HashSet<String>,
         committed: bool,
     ) -> Result<Duration, crate::store::StoreError> {
+        let Memory { states, persisted } = memory;
         let started = Instant::now();
         let rules = self.store.list_rules().await?;
         let silences = self.active_silences(now_ms()).await?;
@@ -261,6 +289,12 @@ impl AlertEngine {
         // Every rule of a pass is evaluated at one instant (as Prometheus
         // evaluates a group), so rules due together stay due together.
         let now = now_ms();
+        let pass = Pass {
+            silences: &silences,
+            channels: &channels,
+            now,
+        };
+        self.prefill(&rules, now).await;
         let mut next = now + IDLE.as_millis() as i64;
         let mut commits = Vec::new();
         let mut evaluated = 0;
@@ -275,14 +309,38 @@ impl AlertEngine {
             let Some(state) = states.get_mut(&row.id) else {
                 continue;
             };
-            let touched = committed && self.touched(&spec, state).await;
-            let (at, commit, ran) = self
-                .step(row, &spec, state, &silences, &channels, touched, now)
-                .await;
+            // A rule a commit touched is evaluated once its last evaluation
+            // is ON_COMMIT_EVERY_MS old: at once, or by a pass due then.
+            let hit = deferred.remove(&row.id) || (committed && self.touched(&spec, state).await);
+            let touched = match state.last_eval_ms {
+                Some(last) if hit && now - last < ON_COMMIT_EVERY_MS => {
+                    deferred.insert(row.id.clone());
+                    next = next.min(last + ON_COMMIT_EVERY_MS);
+                    false
+                }
+                _ => hit,
+            };
+            let (at, commit, ran) = self.step(row, &spec, state, &pass, touched).await;
             if let Some(at) = at {
                 next = next.min(at);
             }
-            commits.extend(commit);
+            // A state is written when more than its last evaluation's time,
+            // duration and values changed, when it queued notifications,
+            // or when its last write is PERSIST_EVERY_MS old; the API reads
+            // this replica's states from memory (`live_state`).
+            if let Some(c) = commit {
+                let digest = state.durable_digest();
+                let stale = persisted
+                    .get(&row.id)
+                    .is_none_or(|(d, at)| *d != digest || now - at >= PERSIST_EVERY_MS);
+                if stale || !c.deliveries.is_empty() {
+                    persisted.insert(row.id.clone(), (digest, now));
+                    commits.push(EvaluationCommit {
+                        state: serde_json::to_string(state).unwrap_or_default(),
+                        ..c
+                    });
+                }
+            }
             evaluated += usize::from(ran);
         }
         let sending = commits
@@ -294,6 +352,8 @@ impl AlertEngine {
             self.queued.notify_one();
         }
         states.retain(|id, _| rules.iter().any(|r| &r.id == id));
+        persisted.retain(|id, _| states.contains_key(id));
+        deferred.retain(|id| states.contains_key(id));
         let count = |s: super::state::AlertState| {
             states
                 .values()
@@ -312,7 +372,7 @@ impl AlertEngine {
         ))
     }
 
-    /// Evaluates `row` at `now` if due and flushes its due groups; answers
+    /// Evaluates `row` at the pass's instant if due and flushes its due groups; answers
     /// when it is next due, what to commit if anything changed, and whether
     /// it was evaluated.
     async fn step(
@@ -320,14 +380,18 @@ impl AlertEngine {
         row: &RuleRow,
         spec: &RuleSpec,
         state: &mut RuleState,
-        silences: &[ActiveSilence],
-        channel_rows: &HashMap<String, ChannelRow>,
+        pass: &Pass<'_>,
         touched: bool,
-        now: i64,
     ) -> (Option<i64>, Option<EvaluationCommit>, bool) {
-        let commit = |state: &RuleState, deliveries| EvaluationCommit {
+        let Pass {
+            silences,
+            channels: channel_rows,
+            now,
+        } = *pass;
+        // The state is serialized by the pass, if it is written at all.
+        let commit = |_: &RuleState, deliveries| EvaluationCommit {
             rule_id: row.id.clone(),
-            state: serde_json::to_string(state).unwrap_or_default(),
+            state: String::new(),
             deliveries,
         };
         if !spec.enabled {
@@ -357,9 +421,9 @@ impl AlertEngine {
             let started = Instant::now();
             let result = match &spec.events {
                 Some(rule) => super::event_rules::evaluate(&*self.store, rule, now).await,
-                None => match spec.query() {
+                None => match self.query_of(&spec.expr) {
                     Ok(q) => self.evaluate(&q, now).await,
-                    Err(e) => Err(e.message),
+                    Err(e) => Err(e),
                 },
             };
             self.metrics
@@ -405,20 +469,75 @@ impl AlertEngine {
         )
     }
 
+    /// `expr` parsed, from a cache of the rules' expressions (parsing is
+    /// a good part of a small rule's evaluation).
+    fn query_of(&self, expr: &str) -> Result<Arc<promql::Query>, String> {
+        let mut parsed = self.parsed.lock();
+        if let Some(q) = parsed.get(expr) {
+            return q.clone();
+        }
+        // Expressions of deleted or edited rules go when the cache outgrows
+        // any plausible rule set.
+        if parsed.len() >= 100_000 {
+            parsed.clear();
+        }
+        let q = promql::parse(expr).map(Arc::new).map_err(|e| e.message);
+        parsed.insert(expr.to_string(), q.clone());
+        q
+    }
+
+    /// Reads, in one go, the windows of every series the metric rules read
+    /// that the recent samples do not hold (see `catalog::prefill`): when
+    /// the rules or the series changed, or once a minute.
+    async fn prefill(&self, rules: &[RuleRow], now: i64) {
+        if !self.index.recent.enabled() {
+            return;
+        }
+        let mut guard = self.catalog.lock().await;
+        let key = (
+            rules
+                .iter()
+                .map(|r| (r.id.clone(), r.updated_ms))
+                .collect::<Vec<_>>(),
+            self.index.membership(),
+        );
+        let fresh = guard
+            .prefilled
+            .as_ref()
+            .is_some_and(|(k, at)| *k == key && at.elapsed() < Duration::from_secs(60));
+        if fresh {
+            return;
+        }
+        let queries: Vec<Arc<promql::Query>> = rules
+            .iter()
+            .filter_map(|r| serde_json::from_str::<RuleSpec>(&r.spec).ok())
+            .filter(|s| s.enabled && s.events.is_none())
+            .filter_map(|s| self.query_of(&s.expr).ok())
+            .collect();
+        let cat = guard.fresh(&self.index);
+        match catalog::prefill(&*self.store, cat, &self.index.recent, &queries, now).await {
+            Ok(n) if n > 0 => {
+                tracing::debug!(series = n, "recent samples read for the alert rules")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading the alert rules' recent samples failed"),
+        }
+        guard.prefilled = Some((key, Instant::now()));
+    }
+
     /// Whether a commit since the rule's last evaluation touched what it
-    /// reads (any commit, for an event rule), and the last evaluation is at
-    /// least [`ON_COMMIT_EVERY_MS`] old.
+    /// reads (any commit, for an event rule).
     async fn touched(&self, spec: &RuleSpec, state: &RuleState) -> bool {
         let Some(last) = state.last_eval_ms else {
             return false;
         };
-        if !spec.enabled || now_ms() - last < ON_COMMIT_EVERY_MS {
+        if !spec.enabled {
             return false;
         }
         if spec.events.is_some() {
             return true;
         }
-        let Ok(q) = spec.query() else {
+        let Ok(q) = self.query_of(&spec.expr) else {
             return false;
         };
         let mut guard = self.catalog.lock().await;
@@ -485,10 +604,12 @@ impl AlertEngine {
                     _ = stop.wait_for(|s| *s) => true,
                 };
                 if stopped {
+                    self.memory.lock().await.clear();
                     lease.release().await;
                     return;
                 }
             }
+            self.memory.lock().await.clear();
             lease.release().await;
         }
     }
@@ -553,12 +674,39 @@ impl AlertEngine {
     }
 }
 
+/// The evaluator's states (while this replica holds the lease), and for
+/// each rule the digest and time of its last written state.
+#[derive(Default)]
+struct Memory {
+    states: HashMap<String, RuleState>,
+    persisted: HashMap<String, (u64, i64)>,
+}
+
+impl Memory {
+    fn clear(&mut self) {
+        self.states.clear();
+        self.persisted.clear();
+    }
+}
+
+/// What every rule of one pass shares.
+struct Pass<'a> {
+    silences: &'a [ActiveSilence],
+    channels: &'a HashMap<String, ChannelRow>,
+    /// The instant the pass evaluates at.
+    now: i64,
+}
+
 /// The series catalog and when it was last rebuilt, in how long.
 #[derive(Default)]
 struct Catalog {
     series: SeriesCatalog,
     rebuilt: Option<(Instant, Duration)>,
+    /// The rules (id, updated) and index membership of the last prefill.
+    prefilled: Option<PrefillKey>,
 }
+
+type PrefillKey = ((Vec<(String, i64)>, u64), Instant);
 
 impl Catalog {
     /// The catalog, rebuilt first if the index changed and the last

@@ -353,6 +353,35 @@ impl RuleState {
         due
     }
 
+    /// A digest of what must survive a restart or a change of evaluator:
+    /// everything but the last evaluation's time and duration and the
+    /// alerts' values and annotations (which the next evaluation renews).
+    pub fn durable_digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for (fp, a) in &self.alerts {
+            fp.hash(&mut h);
+            (a.state as u8).hash(&mut h);
+            a.active_at_ms.hash(&mut h);
+            a.fired_at_ms.hash(&mut h);
+            a.resolved_at_ms.hash(&mut h);
+            a.keep_firing_since_ms.hash(&mut h);
+        }
+        for (slot, g) in &self.groups {
+            slot.hash(&mut h);
+            g.next_flush_ms.hash(&mut h);
+            if let Some(n) = &g.notified {
+                n.firing.hash(&mut h);
+                n.resolved.hash(&mut h);
+                n.at_ms.hash(&mut h);
+            }
+        }
+        self.last_error.hash(&mut h);
+        self.rule_updated_ms.hash(&mut h);
+        self.silenced.hash(&mut h);
+        h.finish()
+    }
+
     /// The earliest group flush still ahead.
     pub fn next_flush_ms(&self) -> Option<i64> {
         self.groups.values().map(|g| g.next_flush_ms).min()

@@ -95,14 +95,22 @@ fn rule_json(row: &RuleRow, spec: &RuleSpec, state: Option<&RuleState>) -> Value
     v
 }
 
+/// Every rule's state: as this replica's evaluator holds it, else as stored.
 async fn states(state: &AppState) -> Result<Vec<(String, RuleState)>, AppError> {
-    Ok(state
+    let mut live = state.alerts.live_states().await.unwrap_or_default();
+    let mut out: Vec<(String, RuleState)> = state
         .store
         .list_rule_states()
         .await?
         .into_iter()
-        .filter_map(|(id, s)| Some((id, serde_json::from_str(&s).ok()?)))
-        .collect())
+        .filter_map(|(id, s)| match live.remove(&id) {
+            Some(l) => Some((id, l)),
+            None => Some((id, serde_json::from_str(&s).ok()?)),
+        })
+        .collect();
+    out.extend(live);
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 #[utoipa::path(get, path = "/api/v2/alert-rules", tag = "alerting",
@@ -379,11 +387,14 @@ pub async fn read_rule(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, AppError> {
     let row = rule_or_404(&state, &id).await?;
-    let saved = state
-        .store
-        .rule_state(&id)
-        .await?
-        .and_then(|s| serde_json::from_str::<RuleState>(&s).ok());
+    let saved = match state.alerts.live_state(&id).await {
+        Some(live) => Some(live),
+        None => state
+            .store
+            .rule_state(&id)
+            .await?
+            .and_then(|s| serde_json::from_str::<RuleState>(&s).ok()),
+    };
     Ok(Json(rule_json(&row, &spec_of(&row)?, saved.as_ref())))
 }
 

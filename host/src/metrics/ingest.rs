@@ -667,7 +667,11 @@ async fn commit_group(
                         .into_iter()
                         .map(|(name, help)| SeriesUpdate::Help { name, help }),
                 );
-            index.apply(updates, now_ms);
+            // Stamped after the commit: an evaluation that starts at or
+            // after this instant reads these samples, so one that starts
+            // earlier is the one the alert evaluator must repeat for them.
+            let applied_ms = chrono::Utc::now().timestamp_millis().max(now_ms);
+            index.apply(updates, applied_ms);
             // Every committed report counts as a sign of life of its
             // component, whichever path submitted it (API or self-report).
             for c in &batch.components {

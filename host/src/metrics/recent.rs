@@ -181,6 +181,23 @@ impl RecentSamples {
         (found, missing)
     }
 
+    /// Which of `ids` are not held from `start_ms` on.
+    pub fn unheld(&self, ids: &[i64], start_ms: i64) -> Vec<i64> {
+        if !self.enabled() {
+            return Vec::new();
+        }
+        let inner = self.inner.lock();
+        ids.iter()
+            .copied()
+            .filter(|id| {
+                inner
+                    .series
+                    .get(id)
+                    .is_none_or(|s| !s.ready || s.from_ms > start_ms)
+            })
+            .collect()
+    }
+
     /// Starts holding `ids` from `from_ms` (within [`MAX_KEEP_MS`] of
     /// `now_ms` and while fewer than [`MAX_HELD`] samples are held): from
     /// now on their commits are appended. Answers the ids taken, which the

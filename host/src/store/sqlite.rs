@@ -1043,7 +1043,8 @@ mod tests {
             set(&mut q);
             q
         };
-        let cases: [(fn(&mut EventQuery), &str); 6] = [
+        type Setter = fn(&mut EventQuery);
+        let cases: [(Setter, &str); 6] = [
             (|q| q.task_id = Some("task.1".into()), "events_task"),
             (|q| q.session_id = Some("s".into()), "events_session"),
             (|q| q.workflow_id = Some("w".into()), "events_workflow"),
