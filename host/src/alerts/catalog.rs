@@ -156,12 +156,11 @@ pub async fn fetch(
             let (found, rest) = recent.read(&missing, start, end, now);
             per.extend(found);
             missing = rest;
-            let taken = recent.watch(&missing, start, now);
-            if !taken.is_empty() {
+            if recent.watch(&missing, start, now) {
                 // Everything from the window's start on: the held series
                 // stays complete up to the commits appended from now on.
-                let mut stored = read_samples(store, &taken, start, None).await?;
-                for id in &taken {
+                let mut stored = read_samples(store, &missing, start, None).await?;
+                for id in &missing {
                     let rows = stored.remove(id).unwrap_or_default();
                     recent.fill(*id, &rows);
                     let inside: Vec<Held> = rows.into_iter().filter(|h| h.0 < end).collect();
@@ -169,7 +168,7 @@ pub async fn fetch(
                         per.insert(*id, inside);
                     }
                 }
-                missing.retain(|id| !taken.contains(id));
+                missing.clear();
             }
         }
         if !missing.is_empty() {
@@ -228,15 +227,14 @@ pub async fn prefill(
     }
     wanted.sort_unstable();
     wanted.dedup();
-    let taken = recent.watch(&wanted, from, now_ms);
-    if taken.is_empty() {
+    if !recent.watch(&wanted, from, now_ms) {
         return Ok(0);
     }
-    let mut stored = read_samples(store, &taken, from, None).await?;
-    for id in &taken {
+    let mut stored = read_samples(store, &wanted, from, None).await?;
+    for id in &wanted {
         recent.fill(*id, &stored.remove(id).unwrap_or_default());
     }
-    Ok(taken.len())
+    Ok(wanted.len())
 }
 
 /// The stored samples of `ids` with timestamps in `[start, end)`, by series.

@@ -25,7 +25,7 @@ use super::silences::{ActiveSilence, Silence};
 use super::state::{Evaluation, RuleState};
 use crate::metrics::index::SeriesIndex;
 use crate::plugins::PluginRegistry;
-use crate::store::{ChannelRow, EvaluationCommit, RuleRow, Store};
+use crate::store::{ChannelRow, DeliveryRow, EvaluationCommit, RuleRow, Store};
 use crate::telemetry::SelfMetrics;
 
 /// How long a notification is retried before it is `failed`.
@@ -320,7 +320,7 @@ impl AlertEngine {
                 }
                 _ => hit,
             };
-            let (at, commit, ran) = self.step(row, &spec, state, &pass, touched).await;
+            let (at, changed, ran) = self.step(row, &spec, state, &pass, touched).await;
             if let Some(at) = at {
                 next = next.min(at);
             }
@@ -328,16 +328,17 @@ impl AlertEngine {
             // duration and values changed, when it queued notifications,
             // or when its last write is PERSIST_EVERY_MS old; the API reads
             // this replica's states from memory (`live_state`).
-            if let Some(c) = commit {
+            if let Some(deliveries) = changed {
                 let digest = state.durable_digest();
                 let stale = persisted
                     .get(&row.id)
                     .is_none_or(|(d, at)| *d != digest || now - at >= PERSIST_EVERY_MS);
-                if stale || !c.deliveries.is_empty() {
+                if stale || !deliveries.is_empty() {
                     persisted.insert(row.id.clone(), (digest, now));
                     commits.push(EvaluationCommit {
+                        rule_id: row.id.clone(),
                         state: serde_json::to_string(state).unwrap_or_default(),
-                        ..c
+                        deliveries,
                     });
                 }
             }
@@ -372,9 +373,10 @@ impl AlertEngine {
         ))
     }
 
-    /// Evaluates `row` at the pass's instant if due and flushes its due groups; answers
-    /// when it is next due, what to commit if anything changed, and whether
-    /// it was evaluated.
+    /// Evaluates `row` at the pass's instant if due and flushes its due
+    /// groups; answers when it is next due, the notifications it queued if
+    /// its state may have changed (`None`: untouched), and whether it was
+    /// evaluated.
     async fn step(
         &self,
         row: &RuleRow,
@@ -382,25 +384,19 @@ impl AlertEngine {
         state: &mut RuleState,
         pass: &Pass<'_>,
         touched: bool,
-    ) -> (Option<i64>, Option<EvaluationCommit>, bool) {
+    ) -> (Option<i64>, Option<Vec<DeliveryRow>>, bool) {
         let Pass {
             silences,
             channels: channel_rows,
             now,
         } = *pass;
-        // The state is serialized by the pass, if it is written at all.
-        let commit = |_: &RuleState, deliveries| EvaluationCommit {
-            rule_id: row.id.clone(),
-            state: String::new(),
-            deliveries,
-        };
         if !spec.enabled {
             if *state != RuleState::default() {
                 *state = RuleState {
                     rule_updated_ms: row.updated_ms,
                     ..RuleState::default()
                 };
-                return (None, Some(commit(state, Vec::new())), false);
+                return (None, Some(Vec::new()), false);
             }
             return (None, None, false);
         }
@@ -462,11 +458,7 @@ impl AlertEngine {
             }
             queued.push(r);
         }
-        (
-            Some(next_due(spec, state, now)),
-            Some(commit(state, queued)),
-            due,
-        )
+        (Some(next_due(spec, state, now)), Some(queued), due)
     }
 
     /// `expr` parsed, from a cache of the rules' expressions (parsing is

@@ -200,18 +200,18 @@ impl RecentSamples {
 
     /// Starts holding `ids` from `from_ms` (within [`MAX_KEEP_MS`] of
     /// `now_ms` and while fewer than [`MAX_HELD`] samples are held): from
-    /// now on their commits are appended. Answers the ids taken, which the
-    /// caller reads from the store from `from_ms` on and passes to `fill`.
-    pub fn watch(&self, ids: &[i64], from_ms: i64, now_ms: i64) -> Vec<i64> {
-        if !self.enabled() || now_ms - from_ms > MAX_KEEP_MS {
-            return Vec::new();
+    /// now on their commits are appended. Answers whether it took them;
+    /// the caller then reads them from the store from `from_ms` on and
+    /// passes each to `fill`.
+    pub fn watch(&self, ids: &[i64], from_ms: i64, now_ms: i64) -> bool {
+        if !self.enabled() || ids.is_empty() || now_ms - from_ms > MAX_KEEP_MS {
+            return false;
         }
         let mut inner = self.inner.lock();
         if inner.held >= MAX_HELD {
-            return Vec::new();
+            return false;
         }
         inner.keep_ms = inner.keep_ms.max(now_ms - from_ms);
-        let mut taken = Vec::with_capacity(ids.len());
         for id in ids {
             let s = inner.series.entry(*id).or_insert_with(|| Series {
                 from_ms,
@@ -222,9 +222,8 @@ impl RecentSamples {
             s.ready = false;
             s.from_ms = s.from_ms.min(from_ms);
             s.read_ms = now_ms;
-            taken.push(*id);
         }
-        taken
+        true
     }
 
     /// Completes the holding of a watched series with what the store holds
@@ -288,7 +287,7 @@ mod tests {
     #[test]
     fn a_watched_series_merges_the_store_and_the_commits_once_each() {
         let r = enabled();
-        assert_eq!(r.watch(&[1, 2], 1_000, 5_000), vec![1, 2]);
+        assert!(r.watch(&[1, 2], 1_000, 5_000));
         // A commit lands while the store is read: seqs 11, 12.
         r.record(&rows(&[(1, 3_000, 3.0), (1, 4_000, 4.0)]), &[], 12);
         // The store read saw seq 11 already, and an earlier sample.
@@ -341,7 +340,7 @@ mod tests {
     #[test]
     fn disabled_holds_nothing_and_unread_series_are_let_go() {
         let off = RecentSamples::default();
-        assert!(off.watch(&[1], 0, 1_000).is_empty());
+        assert!(!off.watch(&[1], 0, 1_000));
         let r = enabled();
         r.watch(&[1], 0, 1_000);
         r.fill(1, &[(500, 1, 1.0)]);
