@@ -35,28 +35,87 @@ impl Lease for LocalLease {
     async fn release(self: Box<Self>) {}
 }
 
+/// Bits of a seq below its block number (`migrations/sqlite/…_event_blocks.sql`):
+/// scopes and times are indexed per block of 4,096 seqs.
+const BLOCK_BITS: u32 = 12;
+
+/// The scopes indexed per block: (kind in `event_keys`, the event's value).
+fn keyed_scopes(e: &crate::events::NewEvent) -> [(i64, Option<&str>); 5] {
+    [
+        (1, e.session_id.as_deref()),
+        (2, e.workflow_id.as_deref()),
+        (3, e.execution_id.as_deref()),
+        (4, e.source_id.as_deref()),
+        (5, e.project_module.as_deref()),
+    ]
+}
+
 /// The SQL of an event listing: only the filters `q` gives appear, so
-/// SQLite's planner can use the index of the scope, type or time asked for
-/// (with `(?n IS NULL OR column = ?n)` for every filter it planned one scan
-/// of the whole log by seq for every query, whatever was asked).
+/// SQLite's planner can use the index of the type or task asked for (with
+/// `(?n IS NULL OR column = ?n)` for every filter it planned one scan of
+/// the whole log by seq for every query, whatever was asked). A session,
+/// workflow or provenance scope reads the blocks of the log that hold it
+/// (`event_keys`) and a time range only the blocks whose times overlap it
+/// (`event_blocks`); every filter is still tested on each event.
 fn events_query_sql(q: &EventQuery) -> String {
-    let mut sql = String::from(
-        "SELECT seq, event_id, event_type, event_ts, session_id, workflow_id, task_id,
-           backend, execution_id, source_id, project_module, body, received_at
-         FROM events WHERE seq > ?1",
-    );
-    if !q.event_types.is_empty() {
-        sql.push_str(" AND event_type IN (SELECT value FROM json_each(?2))");
+    const COLUMNS: &str = "SELECT e.seq AS seq, e.event_id AS event_id, e.event_type AS event_type,
+           e.event_ts AS event_ts, e.session_id AS session_id, e.workflow_id AS workflow_id,
+           e.task_id AS task_id, e.backend AS backend, e.execution_id AS execution_id,
+           e.source_id AS source_id, e.project_module AS project_module, e.body AS body,
+           e.received_at AS received_at";
+    let keyed = [
+        (q.session_id.is_some(), 1, 3),
+        (q.workflow_id.is_some(), 2, 4),
+        (q.execution_id.is_some(), 3, 9),
+        (q.source_id.is_some(), 4, 10),
+        (q.project_module.is_some(), 5, 11),
+    ];
+    // The task index is narrower than any block list.
+    let by_block = keyed
+        .iter()
+        .find(|(given, _, _)| *given)
+        .filter(|_| q.task_id.is_none());
+    let mut sql = String::from(COLUMNS);
+    match by_block {
+        // CROSS JOIN: SQLite keeps the blocks as the outer loop, in block
+        // order, so the events come in seq order without a sort.
+        Some((_, kind, n)) => sql.push_str(&format!(
+            " FROM event_keys k CROSS JOIN events e
+              WHERE k.kind = {kind} AND k.value = ?{n} AND k.block >= (?1 >> {BLOCK_BITS})
+                AND e.seq >= (k.block << {BLOCK_BITS}) AND e.seq < ((k.block + 1) << {BLOCK_BITS})
+                AND e.seq > ?1"
+        )),
+        None => sql.push_str(" FROM events e WHERE e.seq > ?1"),
+    }
+    match q.event_types.len() {
+        0 => {}
+        // One type (an event rule's): the type index gives seq order.
+        1 => sql.push_str(" AND e.event_type = json_extract(?2, '$[0]')"),
+        _ => sql.push_str(" AND e.event_type IN (SELECT value FROM json_each(?2))"),
+    }
+    // Events at or after `start` are in blocks whose latest time is; events
+    // before `end` in blocks whose earliest time is (none: no such events).
+    if q.start.is_some() {
+        sql.push_str(&format!(
+            " AND e.seq >= (COALESCE((SELECT MIN(block) FROM event_blocks WHERE max_ts >= ?6),
+                                     1 << 40) << {BLOCK_BITS})"
+        ));
+    }
+    if q.end.is_some() {
+        sql.push_str(&format!(
+            " AND e.seq < (COALESCE((SELECT block FROM event_blocks WHERE min_ts < ?7
+                                     ORDER BY block DESC LIMIT 1) + 1, 0) << {BLOCK_BITS})"
+        ));
     }
     let scopes = [
-        (q.session_id.is_some(), "session_id = ?3"),
-        (q.workflow_id.is_some(), "workflow_id = ?4"),
-        (q.task_id.is_some(), "task_id = ?5"),
-        (q.start.is_some(), "event_ts >= ?6"),
-        (q.end.is_some(), "event_ts < ?7"),
-        (q.execution_id.is_some(), "execution_id = ?9"),
-        (q.source_id.is_some(), "source_id = ?10"),
-        (q.project_module.is_some(), "project_module = ?11"),
+        (q.session_id.is_some(), "e.session_id = ?3"),
+        (q.workflow_id.is_some(), "e.workflow_id = ?4"),
+        (q.task_id.is_some(), "e.task_id = ?5"),
+        (q.start.is_some(), "e.event_ts >= ?6"),
+        (q.end.is_some(), "e.event_ts < ?7"),
+        (q.execution_id.is_some(), "e.execution_id = ?9"),
+        (q.source_id.is_some(), "e.source_id = ?10"),
+        (q.project_module.is_some(), "e.project_module = ?11"),
     ];
     for (given, condition) in scopes {
         if given {
@@ -64,7 +123,10 @@ fn events_query_sql(q: &EventQuery) -> String {
             sql.push_str(condition);
         }
     }
-    sql.push_str(" ORDER BY seq LIMIT ?8");
+    match by_block {
+        Some(_) => sql.push_str(" ORDER BY k.block, e.seq LIMIT ?8"),
+        None => sql.push_str(" ORDER BY e.seq LIMIT ?8"),
+    }
     sql
 }
 
@@ -195,7 +257,66 @@ pub(super) async fn insert_events(
             done += size;
         }
     }
+    index_blocks(tx, events, &seqs).await?;
     Ok(seqs)
+}
+
+/// Key rows per multi-row INSERT into `event_keys`, largest first.
+const KEY_CHUNKS: [usize; 3] = [64, 8, 1];
+
+/// Records the blocks of the events just stored: each block's time range
+/// and the scope values its events hold (see `events_query_sql`).
+async fn index_blocks(
+    tx: &mut Transaction<'_, Sqlite>,
+    events: &[crate::events::NewEvent],
+    seqs: &[Option<i64>],
+) -> Result<(), StoreError> {
+    let mut times: std::collections::BTreeMap<i64, (f64, f64)> = Default::default();
+    let mut keys: std::collections::HashSet<(i64, &str, i64)> = Default::default();
+    for (e, seq) in events.iter().zip(seqs) {
+        let Some(seq) = seq else { continue };
+        let block = seq >> BLOCK_BITS;
+        let range = times.entry(block).or_insert((e.event_ts, e.event_ts));
+        range.0 = range.0.min(e.event_ts);
+        range.1 = range.1.max(e.event_ts);
+        for (kind, value) in keyed_scopes(e) {
+            if let Some(value) = value {
+                keys.insert((kind, value, block));
+            }
+        }
+    }
+    for (block, (min, max)) in times {
+        sqlx::query(
+            "INSERT INTO event_blocks (block, min_ts, max_ts) VALUES (?, ?, ?)
+             ON CONFLICT (block) DO UPDATE SET min_ts = MIN(min_ts, excluded.min_ts),
+                                               max_ts = MAX(max_ts, excluded.max_ts)",
+        )
+        .bind(block)
+        .bind(min)
+        .bind(max)
+        .execute(&mut **tx)
+        .await
+        .context("recording an event block's times")?;
+    }
+    let keys: Vec<(i64, &str, i64)> = keys.into_iter().collect();
+    let mut done = 0;
+    for size in KEY_CHUNKS {
+        let sql = format!(
+            "INSERT INTO event_keys (kind, value, block) VALUES {} ON CONFLICT DO NOTHING",
+            vec!["(?, ?, ?)"; size].join(",")
+        );
+        while keys.len() - done >= size {
+            let mut q = sqlx::query(&sql);
+            for (kind, value, block) in &keys[done..done + size] {
+                q = q.bind(*kind).bind(*value).bind(*block);
+            }
+            q.execute(&mut **tx)
+                .await
+                .context("recording an event block's scopes")?;
+            done += size;
+        }
+    }
+    Ok(())
 }
 
 /// How a sample's value is selected: SQLite's REAL has no NaN, so a NaN
@@ -774,6 +895,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_events_before(&self, before_ms: i64, limit: u32) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.context("deleting expired events")?;
         let done = sqlx::query(
             "DELETE FROM events WHERE seq IN (
                SELECT seq FROM (SELECT seq, received_at FROM events ORDER BY seq LIMIT ?2)
@@ -781,9 +903,19 @@ impl Store for SqliteStore {
         )
         .bind(before_ms)
         .bind(i64::from(limit))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .context("deleting expired events")?;
+        // The blocks before the first event left hold none now.
+        let first_block =
+            format!("COALESCE((SELECT MIN(seq) FROM events) >> {BLOCK_BITS}, 1 << 50)");
+        for table in ["event_blocks", "event_keys"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE block < {first_block}"))
+                .execute(&mut *tx)
+                .await
+                .context("deleting the blocks of expired events")?;
+        }
+        tx.commit().await.context("deleting expired events")?;
         Ok(done.rows_affected())
     }
 
@@ -1044,22 +1176,312 @@ mod tests {
             q
         };
         type Setter = fn(&mut EventQuery);
-        let cases: [(Setter, &str); 6] = [
+        // The blocks holding the scope's value, then their events by seq.
+        const KEYS: &str = "SEARCH k USING PRIMARY KEY (kind=? AND value=? AND block>?); \
+                            SEARCH e USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)";
+        let cases: [(Setter, &str); 9] = [
             (|q| q.task_id = Some("task.1".into()), "events_task"),
-            (|q| q.session_id = Some("s".into()), "events_session"),
-            (|q| q.workflow_id = Some("w".into()), "events_workflow"),
-            (|q| q.execution_id = Some("e".into()), "events_execution"),
-            (|q| q.source_id = Some("s".into()), "events_source"),
-            (|q| q.project_module = Some("p".into()), "events_project"),
+            (|q| q.event_types = vec!["TaskFailed".into()], "events_type"),
+            (|q| q.session_id = Some("s".into()), KEYS),
+            (|q| q.workflow_id = Some("w".into()), KEYS),
+            (|q| q.execution_id = Some("e".into()), KEYS),
+            (|q| q.source_id = Some("s".into()), KEYS),
+            (|q| q.project_module = Some("p".into()), KEYS),
+            // A time range reads the events of the blocks it overlaps.
+            (|q| q.start = Some(1.0), "rowid>?"),
+            (|q| q.end = Some(1.0), "rowid<?"),
         ];
         for (set, index) in cases {
             let q = scoped(set);
             let plan = plan(&store, &q).await;
             assert!(plan.contains(index), "{q:?}: planned {plan}");
+            // Blocks in order and events by seq within them: no sort.
+            assert!(!plan.contains("TEMP B-TREE"), "{q:?}: planned {plan}");
         }
         // An unfiltered listing walks the log by seq.
         let plan = plan(&store, &EventQuery::default()).await;
         assert!(plan.contains("PRIMARY KEY"), "planned {plan}");
+    }
+
+    /// Events of one request per block (the log counter moved a block on
+    /// between them), with times out of order between blocks.
+    async fn events_in_blocks(store: &SqliteStore, events: &[(&str, f64, &str, &str)]) {
+        for (id, time, session, workflow) in events {
+            sqlx::query("UPDATE sqlite_sequence SET seq = seq + 5000 WHERE name = 'samples'")
+                .execute(&store.pool)
+                .await
+                .unwrap();
+            let body = format!(
+                r#"[{{"event_id":"{id}","event_type":"TaskStarted","event_time":{time},
+                     "session_id":"{session}","workflow_id":"{workflow}",
+                     "attributes":{{"source_id":"src-{session}"}}}}]"#
+            );
+            let events = crate::events::parse_events(body.as_bytes(), false, 100, 0)
+                .unwrap()
+                .events;
+            store
+                .commit(&WriteBatch {
+                    events,
+                    events_received_ms: 1,
+                    ..WriteBatch::default()
+                })
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn block_indexed_scopes_and_times_find_every_event_and_only_those() {
+        let (store, _db) = temp_store("blocks").await;
+        events_in_blocks(
+            &store,
+            &[
+                ("a", 100.0, "s1", "w1"),
+                ("b", 300.0, "s2", "w1"),
+                // a late event: its block's times lie before the last block's
+                ("c", 50.0, "s1", "w2"),
+                ("d", 200.0, "s2", "w2"),
+                ("e", 400.0, "s1", "w1"),
+            ],
+        )
+        .await;
+        let ids = |q: EventQuery| {
+            let store = &store;
+            async move {
+                let listed: Vec<String> = store
+                    .list_events(&EventQuery { limit: 10, ..q })
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.event_id)
+                    .collect();
+                listed.join("")
+            }
+        };
+        let some = |s: &str| Some(s.to_string());
+        let q = EventQuery::default;
+        assert_eq!(
+            ids(EventQuery {
+                session_id: some("s1"),
+                ..q()
+            })
+            .await,
+            "ace"
+        );
+        assert_eq!(
+            ids(EventQuery {
+                workflow_id: some("w2"),
+                ..q()
+            })
+            .await,
+            "cd"
+        );
+        assert_eq!(
+            ids(EventQuery {
+                source_id: some("src-s2"),
+                ..q()
+            })
+            .await,
+            "bd"
+        );
+        assert_eq!(
+            ids(EventQuery {
+                session_id: some("none"),
+                ..q()
+            })
+            .await,
+            ""
+        );
+        let both = EventQuery {
+            session_id: some("s2"),
+            workflow_id: some("w2"),
+            ..q()
+        };
+        assert_eq!(ids(both).await, "d");
+        assert_eq!(
+            ids(EventQuery {
+                start: Some(150.0),
+                ..q()
+            })
+            .await,
+            "bde"
+        );
+        assert_eq!(
+            ids(EventQuery {
+                end: Some(150.0),
+                ..q()
+            })
+            .await,
+            "ac"
+        );
+        assert_eq!(
+            ids(EventQuery {
+                end: Some(10.0),
+                ..q()
+            })
+            .await,
+            ""
+        );
+        assert_eq!(
+            ids(EventQuery {
+                start: Some(1000.0),
+                ..q()
+            })
+            .await,
+            ""
+        );
+        let window = EventQuery {
+            start: Some(60.0),
+            end: Some(250.0),
+            ..q()
+        };
+        assert_eq!(ids(window).await, "ad");
+        let window = EventQuery {
+            session_id: some("s1"),
+            start: Some(40.0),
+            end: Some(60.0),
+            ..q()
+        };
+        assert_eq!(ids(window).await, "c");
+        // A cursor inside the listing: the rest, in the same order.
+        let first = store
+            .list_events(&EventQuery { limit: 10, ..q() })
+            .await
+            .unwrap();
+        let after = EventQuery {
+            session_id: some("s1"),
+            after_seq: first[0].seq,
+            ..q()
+        };
+        assert_eq!(ids(after).await, "ce");
+        let after = EventQuery {
+            start: Some(150.0),
+            after_seq: first[1].seq,
+            ..q()
+        };
+        assert_eq!(ids(after).await, "de");
+
+        // Retention drops the blocks it emptied, and only those.
+        let blocks = |store: &SqliteStore| {
+            let pool = store.pool.clone();
+            async move {
+                let n: (i64, i64) = sqlx::query_as(
+                    "SELECT (SELECT COUNT(*) FROM event_blocks), (SELECT COUNT(*) FROM event_keys)",
+                )
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+                n
+            }
+        };
+        assert_eq!(blocks(&store).await, (5, 15));
+        assert_eq!(store.delete_events_before(2, 2).await.unwrap(), 2);
+        assert_eq!(blocks(&store).await, (3, 9));
+        assert_eq!(
+            ids(EventQuery {
+                session_id: some("s1"),
+                ..q()
+            })
+            .await,
+            "ce"
+        );
+        assert_eq!(
+            ids(EventQuery {
+                end: Some(150.0),
+                ..q()
+            })
+            .await,
+            "c"
+        );
+        assert_eq!(store.delete_events_before(2, 10).await.unwrap(), 3);
+        assert_eq!(blocks(&store).await, (0, 0));
+    }
+
+    #[tokio::test]
+    async fn events_stored_before_the_block_indexes_are_found_after_the_upgrade() {
+        let path = std::env::temp_dir().join(format!(
+            "vigil-sqlite-{}-upgrade-{}.db",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        let _db = TempDb(path.clone());
+        let url = format!("sqlite://{}", path.display());
+        // The schema as it was before the block indexes, with events in it.
+        {
+            let pool = SqlitePool::connect_with(
+                SqliteConnectOptions::from_str(&url)
+                    .unwrap()
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+            let mut before = sqlx::migrate!("../migrations/sqlite");
+            before.migrations = before
+                .migrations
+                .iter()
+                .filter(|m| m.version < 20261206000001)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into();
+            before.run(&pool).await.unwrap();
+            for (seq, id, ts, session) in [
+                (3, "a", 10.0, "s1"),
+                (5000, "b", 20.0, "s2"),
+                (9000, "c", 5.0, "s1"),
+            ] {
+                sqlx::query(
+                    "INSERT INTO events (seq, event_id, event_type, event_ts, session_id, body, received_at)
+                     VALUES (?, ?, 'TaskStarted', ?, ?, '{}', 1)",
+                )
+                .bind(seq)
+                .bind(id)
+                .bind(ts)
+                .bind(session)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+            pool.close().await;
+        }
+        let store = SqliteStore::open(&url).await.unwrap();
+        let ids = |q: EventQuery| {
+            let store = &store;
+            async move {
+                let listed: Vec<String> = store
+                    .list_events(&EventQuery { limit: 10, ..q })
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.event_id)
+                    .collect();
+                listed.join("")
+            }
+        };
+        let q = EventQuery::default;
+        assert_eq!(
+            ids(EventQuery {
+                session_id: Some("s1".into()),
+                ..q()
+            })
+            .await,
+            "ac"
+        );
+        assert_eq!(
+            ids(EventQuery {
+                start: Some(8.0),
+                ..q()
+            })
+            .await,
+            "ab"
+        );
+        assert_eq!(
+            ids(EventQuery {
+                end: Some(8.0),
+                ..q()
+            })
+            .await,
+            "c"
+        );
     }
 
     #[tokio::test]
