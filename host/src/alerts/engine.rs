@@ -69,6 +69,9 @@ pub struct AlertEngine {
     catalog: Mutex<Catalog>,
     memory: Mutex<Memory>,
     parsed: parking_lot::Mutex<HashMap<String, Result<Arc<promql::Query>, String>>>,
+    /// Each rule's spec as read at its `updated_ms` (a pass would otherwise
+    /// parse every stored rule's JSON).
+    specs: parking_lot::Mutex<HashMap<String, (i64, Arc<RuleSpec>)>>,
 }
 
 impl AlertEngine {
@@ -94,6 +97,7 @@ impl AlertEngine {
             catalog: Mutex::new(Catalog::default()),
             memory: Mutex::new(Memory::default()),
             parsed: parking_lot::Mutex::default(),
+            specs: parking_lot::Mutex::default(),
         })
     }
 
@@ -299,12 +303,8 @@ impl AlertEngine {
         let mut commits = Vec::new();
         let mut evaluated = 0;
         for row in &rules {
-            let spec: RuleSpec = match serde_json::from_str(&row.spec) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(rule = %row.name, error = %e, "stored rule cannot be read; skipped");
-                    continue;
-                }
+            let Some(spec) = self.spec_of(row) else {
+                continue;
             };
             let Some(state) = states.get_mut(&row.id) else {
                 continue;
@@ -353,6 +353,7 @@ impl AlertEngine {
             self.queued.notify_one();
         }
         states.retain(|id, _| rules.iter().any(|r| &r.id == id));
+        self.specs.lock().retain(|id, _| states.contains_key(id));
         persisted.retain(|id, _| states.contains_key(id));
         deferred.retain(|id| states.contains_key(id));
         let count = |s: super::state::AlertState| {
@@ -461,6 +462,27 @@ impl AlertEngine {
         (Some(next_due(spec, state, now)), Some(queued), due)
     }
 
+    /// `row`'s spec, parsed once per version of the rule.
+    fn spec_of(&self, row: &RuleRow) -> Option<Arc<RuleSpec>> {
+        let mut specs = self.specs.lock();
+        if let Some((updated, spec)) = specs.get(&row.id) {
+            if *updated == row.updated_ms {
+                return Some(spec.clone());
+            }
+        }
+        match serde_json::from_str::<RuleSpec>(&row.spec) {
+            Ok(spec) => {
+                let spec = Arc::new(spec);
+                specs.insert(row.id.clone(), (row.updated_ms, spec.clone()));
+                Some(spec)
+            }
+            Err(e) => {
+                tracing::warn!(rule = %row.name, error = %e, "stored rule cannot be read; skipped");
+                None
+            }
+        }
+    }
+
     /// `expr` parsed, from a cache of the rules' expressions (parsing is
     /// a good part of a small rule's evaluation).
     fn query_of(&self, expr: &str) -> Result<Arc<promql::Query>, String> {
@@ -502,7 +524,7 @@ impl AlertEngine {
         }
         let queries: Vec<Arc<promql::Query>> = rules
             .iter()
-            .filter_map(|r| serde_json::from_str::<RuleSpec>(&r.spec).ok())
+            .filter_map(|r| self.spec_of(r))
             .filter(|s| s.enabled && s.events.is_none())
             .filter_map(|s| self.query_of(&s.expr).ok())
             .collect();

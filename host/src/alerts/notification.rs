@@ -12,10 +12,15 @@ use crate::plugins::bindings::types;
 /// (`model.LabelSet.Fingerprint`): FNV-1a 64 over name, 0xff, value, 0xff of
 /// each pair in name order; 16 hex digits.
 pub fn fingerprint(labels: &[(String, String)]) -> String {
-    const OFFSET: u64 = 14_695_981_039_346_656_037;
-    const PRIME: u64 = 1_099_511_628_211;
     let mut sorted: Vec<&(String, String)> = labels.iter().collect();
     sorted.sort();
+    fingerprint_sorted(sorted.into_iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// [`fingerprint`] of pairs already sorted by name (a `BTreeMap`'s order).
+pub fn fingerprint_sorted<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    const OFFSET: u64 = 14_695_981_039_346_656_037;
+    const PRIME: u64 = 1_099_511_628_211;
     let mut h = OFFSET;
     let mut add = |bytes: &[u8]| {
         for b in bytes {
@@ -23,7 +28,7 @@ pub fn fingerprint(labels: &[(String, String)]) -> String {
             h = h.wrapping_mul(PRIME);
         }
     };
-    for (k, v) in sorted {
+    for (k, v) in pairs {
         add(k.as_bytes());
         add(&[0xff]);
         add(v.as_bytes());

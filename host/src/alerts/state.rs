@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::notification::{fingerprint, group};
+use super::notification::{fingerprint_sorted, group};
 use super::rules::{NoData, OnError, RuleSpec};
 use super::template;
 use crate::plugins::bindings::types;
@@ -117,26 +117,31 @@ impl RuleState {
                 }
             }
         };
-        let mut seen = BTreeSet::new();
+        let mut seen: rustc_hash::FxHashSet<String> = Default::default();
+        seen.reserve(vector.len());
         for (sample_labels, value) in vector {
-            let mut labels = sample_labels.clone();
-            for (k, v) in &spec.labels {
-                let rendered = template::render(v, &sample_labels, value);
-                if rendered.is_empty() {
-                    labels.remove(k);
-                } else {
-                    labels.insert(k.clone(), rendered);
-                }
-            }
-            labels.insert("alertname".into(), spec.alertname().to_string());
+            // Templates see the sample's labels (`$labels`), as in Prometheus.
             let annotations: BTreeMap<String, String> = spec
                 .annotations
                 .iter()
                 .map(|(k, v)| (k.clone(), template::render(v, &sample_labels, value)))
                 .collect();
-            let pairs: Vec<(String, String)> =
-                labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-            let fp = fingerprint(&pairs);
+            let mut labels = if spec.labels.is_empty() {
+                sample_labels
+            } else {
+                let mut labels = sample_labels.clone();
+                for (k, v) in &spec.labels {
+                    let rendered = template::render(v, &sample_labels, value);
+                    if rendered.is_empty() {
+                        labels.remove(k);
+                    } else {
+                        labels.insert(k.clone(), rendered);
+                    }
+                }
+                labels
+            };
+            labels.insert("alertname".into(), spec.alertname().to_string());
+            let fp = fingerprint_sorted(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             seen.insert(fp.clone());
             match self.alerts.get_mut(&fp) {
                 Some(a) if a.state != AlertState::Inactive => {
