@@ -1203,6 +1203,33 @@ mod tests {
         assert!(plan.contains("PRIMARY KEY"), "planned {plan}");
     }
 
+    /// Parses `body` as an events request and commits it (received at 1 ms).
+    async fn store_events(store: &SqliteStore, body: &[u8]) {
+        let events = crate::events::parse_events(body, false, 100, 0)
+            .unwrap()
+            .events;
+        store
+            .commit(&WriteBatch {
+                events,
+                events_received_ms: 1,
+                ..WriteBatch::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    /// The ids of the events `q` lists (at most 10), run together.
+    async fn listed_ids(store: &SqliteStore, q: EventQuery) -> String {
+        let listed: Vec<String> = store
+            .list_events(&EventQuery { limit: 10, ..q })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event_id)
+            .collect();
+        listed.join("")
+    }
+
     /// Events of one request per block (the log counter moved a block on
     /// between them), with times out of order between blocks.
     async fn events_in_blocks(store: &SqliteStore, events: &[(&str, f64, &str, &str)]) {
@@ -1216,17 +1243,7 @@ mod tests {
                      "session_id":"{session}","workflow_id":"{workflow}",
                      "attributes":{{"source_id":"src-{session}"}}}}]"#
             );
-            let events = crate::events::parse_events(body.as_bytes(), false, 100, 0)
-                .unwrap()
-                .events;
-            store
-                .commit(&WriteBatch {
-                    events,
-                    events_received_ms: 1,
-                    ..WriteBatch::default()
-                })
-                .await
-                .unwrap();
+            store_events(store, body.as_bytes()).await;
         }
     }
 
@@ -1245,19 +1262,7 @@ mod tests {
             ],
         )
         .await;
-        let ids = |q: EventQuery| {
-            let store = &store;
-            async move {
-                let listed: Vec<String> = store
-                    .list_events(&EventQuery { limit: 10, ..q })
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|e| e.event_id)
-                    .collect();
-                listed.join("")
-            }
-        };
+        let ids = |q: EventQuery| listed_ids(&store, q);
         let some = |s: &str| Some(s.to_string());
         let q = EventQuery::default;
         assert_eq!(
@@ -1444,19 +1449,7 @@ mod tests {
             pool.close().await;
         }
         let store = SqliteStore::open(&url).await.unwrap();
-        let ids = |q: EventQuery| {
-            let store = &store;
-            async move {
-                let listed: Vec<String> = store
-                    .list_events(&EventQuery { limit: 10, ..q })
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|e| e.event_id)
-                    .collect();
-                listed.join("")
-            }
-        };
+        let ids = |q: EventQuery| listed_ids(&store, q);
         let q = EventQuery::default;
         assert_eq!(
             ids(EventQuery {
@@ -1487,24 +1480,9 @@ mod tests {
     #[tokio::test]
     async fn event_filters_keep_their_meaning_when_only_some_are_given() {
         let (store, _db) = temp_store("filters").await;
-        let events: Vec<crate::events::NewEvent> = crate::events::parse_events(
-            br#"[{"event_id":"a","event_type":"TaskStarted","event_time":100.0,"task_id":"t1","session_id":"s1"},
+        store_events(&store, br#"[{"event_id":"a","event_type":"TaskStarted","event_time":100.0,"task_id":"t1","session_id":"s1"},
                  {"event_id":"b","event_type":"TaskFailed","event_time":200.0,"task_id":"t1","session_id":"s2"},
-                 {"event_id":"c","event_type":"TaskFailed","event_time":300.0,"task_id":"t2","session_id":"s2"}]"#,
-            false,
-            100,
-            0,
-        )
-        .unwrap()
-        .events;
-        store
-            .commit(&WriteBatch {
-                events,
-                events_received_ms: 1,
-                ..WriteBatch::default()
-            })
-            .await
-            .unwrap();
+                 {"event_id":"c","event_type":"TaskFailed","event_time":300.0,"task_id":"t2","session_id":"s2"}]"#).await;
         let ids = |q: EventQuery| {
             let store = &store;
             async move {
