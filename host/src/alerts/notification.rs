@@ -14,11 +14,13 @@ use crate::plugins::bindings::types;
 pub fn fingerprint(labels: &[(String, String)]) -> String {
     let mut sorted: Vec<&(String, String)> = labels.iter().collect();
     sorted.sort();
-    fingerprint_sorted(sorted.into_iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    let hash = fingerprint_hash(sorted.into_iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    format!("{hash:016x}")
 }
 
-/// [`fingerprint`] of pairs already sorted by name (a `BTreeMap`'s order).
-pub fn fingerprint_sorted<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+/// The number [`fingerprint`] writes in hexadecimal, of pairs already
+/// sorted by name (a `BTreeMap`'s order).
+pub fn fingerprint_hash<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
     const OFFSET: u64 = 14_695_981_039_346_656_037;
     const PRIME: u64 = 1_099_511_628_211;
     let mut h = OFFSET;
@@ -34,7 +36,7 @@ pub fn fingerprint_sorted<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -
         add(v.as_bytes());
         add(&[0xff]);
     }
-    format!("{h:016x}")
+    h
 }
 
 /// The pairs every alert has with the same value.

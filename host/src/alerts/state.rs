@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::notification::{fingerprint_sorted, group};
+use super::notification::{fingerprint_hash, group};
 use super::rules::{NoData, OnError, RuleSpec};
 use super::template;
 use crate::plugins::bindings::types;
@@ -117,7 +117,9 @@ impl RuleState {
                 }
             }
         };
-        let mut seen: rustc_hash::FxHashSet<String> = Default::default();
+        let alertname = spec.alertname();
+        // Fingerprints of the alerts this evaluation returned.
+        let mut seen: rustc_hash::FxHashSet<u64> = Default::default();
         seen.reserve(vector.len());
         for (sample_labels, value) in vector {
             // Templates see the sample's labels (`$labels`), as in Prometheus.
@@ -126,9 +128,11 @@ impl RuleState {
                 .iter()
                 .map(|(k, v)| (k.clone(), template::render(v, &sample_labels, value)))
                 .collect();
-            let mut labels = if spec.labels.is_empty() {
-                sample_labels
-            } else {
+            // The alert's labels: the sample's, the rule's and `alertname`.
+            // Without rule labels the fingerprint is taken from the sample's
+            // labels and `alertname` as they are, and the set is built only
+            // for a new alert (most evaluations find theirs already there).
+            let with_rule_labels = (!spec.labels.is_empty()).then(|| {
                 let mut labels = sample_labels.clone();
                 for (k, v) in &spec.labels {
                     let rendered = template::render(v, &sample_labels, value);
@@ -138,22 +142,33 @@ impl RuleState {
                         labels.insert(k.clone(), rendered);
                     }
                 }
+                labels.insert("alertname".into(), alertname.to_string());
                 labels
+            });
+            let hash = match &with_rule_labels {
+                Some(labels) => {
+                    fingerprint_hash(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                }
+                None => fingerprint_hash(with_alertname(&sample_labels, alertname)),
             };
-            labels.insert("alertname".into(), spec.alertname().to_string());
-            let fp = fingerprint_sorted(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-            seen.insert(fp.clone());
-            match self.alerts.get_mut(&fp) {
+            seen.insert(hash);
+            let fp = FingerprintText::of(hash);
+            match self.alerts.get_mut(fp.as_str()) {
                 Some(a) if a.state != AlertState::Inactive => {
                     a.value = value;
                     a.annotations = annotations;
                     a.keep_firing_since_ms = None;
                 }
                 _ => {
+                    let labels = with_rule_labels.unwrap_or_else(|| {
+                        let mut labels = sample_labels;
+                        labels.insert("alertname".into(), alertname.to_string());
+                        labels
+                    });
                     self.alerts.insert(
-                        fp.clone(),
+                        fp.as_str().to_string(),
                         ActiveAlert {
-                            fingerprint: fp,
+                            fingerprint: fp.as_str().to_string(),
                             labels,
                             annotations,
                             state: AlertState::Pending,
@@ -169,7 +184,8 @@ impl RuleState {
         }
         let mut gone = Vec::new();
         for (fp, a) in self.alerts.iter_mut() {
-            if !seen.contains(fp) {
+            let returned = u64::from_str_radix(fp, 16).is_ok_and(|h| seen.contains(&h));
+            if !returned {
                 let mut keep_firing = false;
                 if a.state == AlertState::Firing && spec.keep_firing_for_ms > 0 {
                     let since = *a.keep_firing_since_ms.get_or_insert(t_ms);
@@ -413,6 +429,42 @@ fn wire_alert(a: &ActiveAlert, external_url: &str, rule_id: &str) -> types::Aler
 
 fn reason_labels(reason: &str) -> BTreeMap<String, String> {
     BTreeMap::from([("alertstate_reason".to_string(), reason.to_string())])
+}
+
+/// `labels` with `alertname` set to `name`, in name order.
+fn with_alertname<'a>(
+    labels: &'a BTreeMap<String, String>,
+    name: &'a str,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    use std::ops::Bound::{Excluded, Unbounded};
+    let pair = |(k, v): (&'a String, &'a String)| (k.as_str(), v.as_str());
+    labels
+        .range::<str, _>((Unbounded, Excluded("alertname")))
+        .map(pair)
+        .chain(std::iter::once(("alertname", name)))
+        .chain(
+            labels
+                .range::<str, _>((Excluded("alertname"), Unbounded))
+                .map(pair),
+        )
+}
+
+/// A fingerprint's 16 hexadecimal digits, without an allocation.
+struct FingerprintText([u8; 16]);
+
+impl FingerprintText {
+    fn of(hash: u64) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 16];
+        for (i, d) in out.iter_mut().enumerate() {
+            *d = DIGITS[((hash >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        FingerprintText(out)
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

@@ -260,3 +260,29 @@ fn a_silenced_alert_is_recorded_once_and_notified_when_the_silence_ends() {
     assert!(!due[0].silenced);
     assert_eq!(due[0].notification.alerts.len(), 2);
 }
+
+#[test]
+fn the_fingerprint_of_sample_labels_and_alertname_is_that_of_the_whole_set() {
+    use super::super::notification::fingerprint;
+    for pairs in [
+        vec![],
+        vec![("instance", "i1"), ("job", "j")],
+        vec![("a", "1"), ("zz", "2")],
+        // the sample's own `alertname` is overwritten
+        vec![("alertname", "Other"), ("job", "j")],
+    ] {
+        let labels: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut whole = labels.clone();
+        whole.insert("alertname".into(), "HighLoad".into());
+        let whole: Vec<(String, String)> = whole.into_iter().collect();
+        let shortcut = fingerprint_hash(with_alertname(&labels, "HighLoad"));
+        assert_eq!(
+            FingerprintText::of(shortcut).as_str(),
+            fingerprint(&whole),
+            "{pairs:?}"
+        );
+    }
+}
